@@ -1,0 +1,75 @@
+// memory.h: the agent's external memory bank and the operations the manager role applies to it.
+//
+// The bank is structure-of-arrays with a fixed capacity and no pointers inside, so a snapshot
+// is a memcpy of five arrays into a caller-owned buffer and a restore is a memcpy back. That is
+// what makes LoGo-GRPO's local rerollouts cheap: G rollouts x H sessions of snapshots are a few
+// megabytes (memory_snapshot_bytes() says exactly how many).
+//
+// Operations (the manager's output after parsing):
+//   INSERT <fact>       write the fact into the first free slot
+//   UPDATE <id> <fact>  overwrite retrieved slot <id> (an index into the retrieval shown to the
+//                       manager, resolved to a bank slot by the caller) with the fact
+//   DELETE <id>         free retrieved slot <id>
+//   NOOP                nothing
+// Overflow, bad ids and empty facts are counted in MemoryStats and skipped: never fatal.
+#ifndef MEMR2_MEMORY_H
+#define MEMR2_MEMORY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+// dia_id "D<s>:<t>" packed into one int; 0 means "unknown".
+#define DIA_CODE(session, turn) ((session) * 1000 + (turn))
+#define DIA_SESSION(code) ((code) / 1000)
+#define DIA_TURN(code) ((code) % 1000)
+
+typedef struct {
+    int cap;       // number of slots
+    int slot_len;  // max tokens per slot
+    int *tokens;   // (cap, slot_len) token ids
+    int *len;      // (cap) tokens used in the slot
+    int *session;  // (cap) session in which the slot was last written
+    int *evidence; // (cap) DIA_CODE of the turn the fact came from
+    uint8_t *alive;// (cap) 1 if the slot holds a memory
+} MemoryBank;
+
+typedef struct {
+    int inserts, updates, deletes, noops;
+    int invalid;   // unparsable ops, bad ids, empty facts
+    int overflow;  // INSERTs refused because the bank was full
+} MemoryStats;
+
+typedef enum { OP_INSERT, OP_UPDATE, OP_DELETE, OP_NOOP } OpKind;
+
+typedef struct {
+    OpKind kind;
+    int slot;          // bank slot for UPDATE / DELETE (already resolved), else -1
+    const int *fact;   // fact tokens for INSERT / UPDATE (not owned)
+    int fact_len;
+    int evidence;      // DIA_CODE of the fact's source turn, 0 if unknown
+} MemoryOp;
+
+// Allocate / free a bank. Returns -1 (message on stderr) if allocation fails.
+int memory_init(MemoryBank *m, int cap, int slot_len);
+void memory_free(MemoryBank *m);
+void memory_clear(MemoryBank *m);
+
+// Apply one op in session `session`; updates stats. Facts longer than slot_len are truncated.
+// Returns 0 if applied, -1 if counted as invalid or overflow.
+int memory_apply(MemoryBank *m, const MemoryOp *op, int session, MemoryStats *stats);
+
+// Snapshots: a caller-owned buffer of memory_snapshot_bytes() bytes.
+size_t memory_snapshot_bytes(const MemoryBank *m);
+void memory_snapshot(const MemoryBank *m, void *buf);
+void memory_restore(MemoryBank *m, const void *buf);
+
+// Retrieval: the indices of the top-k alive slots for a query (BM25 over token ids, with
+// document frequencies from the bank itself); ties go to the lower slot index. Returns the
+// number found (<= k). `out` has room for k ints.
+int memory_retrieve(const MemoryBank *m, const int *query, int query_len, int k, int *out);
+
+int memory_alive_count(const MemoryBank *m);
+// Total tokens stored in alive slots (the "words" of the compression penalty).
+long memory_words(const MemoryBank *m);
+
+#endif
