@@ -35,7 +35,8 @@ int grpo_zscore(const float *r, int n, float *adv);
 // Global per-session rewards (DESIGN.md section 5).
 //   f1:        (G, Q) F1 of question q answered on rollout i's FINAL bank
 //   q_session: (Q, H) 1 if question q has evidence in session t (1-based t -> column t-1)
-//   penalty:   (G) compression penalty c(M_iH) of each final bank (lambda applied inside)
+//   penalty:   (G) compression penalty c(M_iH) = max(0, (words - rho * seen) / seen) of each
+//              final bank, WITHOUT lambda: this function multiplies it by c->lambda
 //   r:         (G, H) out. REWARD_PER_SESSION: mean F1 over the questions with evidence in
 //              session t (0 if none) - lambda * c. REWARD_TRAJECTORY: mean F1 over all Q
 //              questions - lambda * c, the same for every t.
@@ -46,13 +47,16 @@ void grpo_global_rewards(const GrpoConfig *c, int G, int H, int Q, const float *
 // adv: (G, H). Returns the number of zero-variance groups (of H).
 int grpo_global_advantages(int G, int H, const float *r, float *adv);
 
-// Per-turn statistics accumulated over a batch (divide by n_turns / n_tokens to report).
+// Per-turn statistics accumulated over a batch. Zero it before the batch. To report: loss as is;
+// kl and entropy / n_tokens; ratio and clipped / n_turns.
 typedef struct {
-    double loss;         // policy loss + KL and entropy terms, as minimised
-    double kl;           // sum over tokens of k3
-    double entropy;      // sum over tokens of entropy
-    double ratio;        // sum over turns of the turn-level ratio
-    int clipped;         // turns whose gradient was cut by a clip
+    double loss;         // sum over turns of scale * turn_loss: the batch objective as minimised,
+                         // whose gradient is exactly what dlogp / dent receive
+    double kl;           // sum over tokens of k3 (unscaled)
+    double entropy;      // sum over tokens of entropy (unscaled)
+    double ratio;        // sum over turns of the turn-level ratio rho (after the cap)
+    int clipped;         // turns with A != 0 whose policy-gradient term was cut: PPO clip, dual
+                         // clip, or the log-ratio cap
     int n_turns, n_tokens;
 } GrpoStats;
 
@@ -65,7 +69,10 @@ typedef struct {
 //   turn_loss = weight * pg + beta_kl * mean_l k3_l - beta_ent * mean_l entropy_l,
 //   k3_l = exp(d) - d - 1, d = logp_ref - logp_new.
 // Writes (+=) dlogp[l] = scale * d turn_loss / d logp_new[l] and dent[l] = -scale * beta_ent / L.
-// Adds to *st. L = 0 is a no-op.
+// Adds to *st. L = 0 is a no-op. Clipped branches (the clipped term active, the dual clip, or
+// the cap s >= max_log_ratio) have zero policy-gradient; otherwise d rho / d logp_new[l] = rho/L.
+// Optional (NULL): logp_ref (the KL term is skipped, as if beta_kl = 0), entropy (the entropy term reads as 0 in
+// the loss; dent is still written), dent, st.
 void grpo_turn_loss(const GrpoConfig *c, int L, const float *logp_new, const float *logp_old,
                     const float *logp_ref, const float *entropy, float advantage, float weight,
                     float scale, float *dlogp, float *dent, GrpoStats *st);

@@ -1,0 +1,342 @@
+// rollout.c: runs lanes (memory lineages) through sessions with the model or the teacher as the
+// actor, batching the prompts of all lanes into one sample call per role and chunk step.
+// See rollout.h for the picture.
+#include "rollout.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <stb/stb_ds.h>
+
+#define MAX_OPS_PER_OUTPUT 128
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Turn buffer
+
+void turns_clear(TurnBuffer *tb) {
+    arrsetlen(tb->tokens, 0);
+    arrsetlen(tb->logp_old, 0);
+    arrsetlen(tb->turns, 0);
+}
+
+void turns_free(TurnBuffer *tb) {
+    arrfree(tb->tokens);
+    arrfree(tb->logp_old);
+    arrfree(tb->turns);
+}
+
+int turns_count(const TurnBuffer *tb) { return (int)arrlen(tb->turns); }
+
+static void turns_record(TurnBuffer *tb, const Lane *l, int lane, int session, int role,
+                         const int *prompt, int prompt_len, const int *out, const float *logp,
+                         int out_len) {
+    PolicyTurn t = {.lane = lane, .session = session, .role = role,
+                    .offset = (int)arrlen(tb->tokens), .prompt_len = prompt_len,
+                    .out_len = out_len, .is_local = l->is_local, .advantage = 0, .weight = 1};
+    for (int i = 0; i < prompt_len; i++) {
+        arrput(tb->tokens, prompt[i]);
+        arrput(tb->logp_old, 0.0f);
+    }
+    for (int i = 0; i < out_len; i++) {
+        arrput(tb->tokens, out[i]);
+        arrput(tb->logp_old, logp ? logp[i] : 0.0f);
+    }
+    arrput(tb->turns, t);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lanes
+
+int lane_init(Lane *l, const Env *env, const Episode *ep, int first, int last,
+              int with_snapshots) {
+    memset(l, 0, sizeof *l);
+    l->ep = ep;
+    l->first_session = first;
+    l->last_session = last;
+    if (memory_init(&l->bank, env->cfg.bank_cap, env->cfg.slot_len) != 0) return -1;
+    if (written_init(&l->written, ep) != 0) {
+        memory_free(&l->bank);
+        return -1;
+    }
+    if (with_snapshots) {
+        size_t bytes = memory_snapshot_bytes(&l->bank);
+        l->snapshots = malloc(bytes * (size_t)(last - first + 2));
+        if (!l->snapshots) {
+            fprintf(stderr, "rollout: out of memory for %d snapshots of %zu bytes\n",
+                    last - first + 2, bytes);
+            lane_free(l);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+void lane_free(Lane *l) {
+    memory_free(&l->bank);
+    written_free(&l->written);
+    free(l->snapshots);
+    l->snapshots = NULL;
+}
+
+void lane_restore(Lane *l, const void *snapshot) { memory_restore(&l->bank, snapshot); }
+
+static unsigned char *lane_snapshot_slot(const Lane *l, int session) {
+    size_t bytes = memory_snapshot_bytes(&l->bank);
+    return l->snapshots + bytes * (size_t)(session - (l->first_session - 1));
+}
+
+const void *lane_snapshot(const Lane *l, int session) {
+    if (!l->snapshots || session < l->first_session - 1 || session > l->last_session) return NULL;
+    return lane_snapshot_slot(l, session);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The batched chunk loop.
+//
+// Every lane walks its own list of (session, chunk) steps; step i of all lanes runs together.
+// Lanes of different episodes have different numbers of chunks, so a lane that has finished
+// simply sits out the remaining steps.
+
+typedef struct {
+    int session, chunk;
+} ChunkStep;
+
+// The (session, chunk) steps of a lane, in order; returns the count (caller frees *steps).
+static int lane_steps(const Env *env, const Lane *l, ChunkStep **steps) {
+    int n = 0;
+    for (int s = l->first_session; s <= l->last_session; s++) n += env_num_chunks(env, l->ep, s);
+    *steps = malloc(sizeof(ChunkStep) * (size_t)(n > 0 ? n : 1));
+    if (!*steps) return -1;
+    int k = 0;
+    for (int s = l->first_session; s <= l->last_session; s++) {
+        int nc = env_num_chunks(env, l->ep, s);
+        for (int c = 0; c < nc; c++) (*steps)[k++] = (ChunkStep){s, c};
+    }
+    return n;
+}
+
+// Per-call scratch for one role over all lanes.
+typedef struct {
+    int *prompts;     // (n_lanes, maxT)
+    int *prompt_len;  // (n_lanes)
+    int *gen;         // (n_lanes, max_new)
+    float *gen_logp;  // (n_lanes, max_new)
+    int *gen_len;     // (n_lanes)
+    int *active;      // (n_lanes) lane indices taking part in this call
+    int n_active;
+    int stride;       // row stride of gen / gen_logp (the larger role's max_new)
+} RoleBatch;
+
+// Generate outputs for the prompts of the active lanes: by the model (one batched sample call)
+// or by the teacher (which needs the lane state, hence the callback-free switch in the caller).
+static int model_generate(const Actor *a, RoleBatch *rb, int maxT, int max_new, Rng *rng,
+                          RolloutSpeed *speed) {
+    if (rb->n_active == 0) return 0;
+    // Compact the active rows to the front: sample() wants n consecutive prompts.
+    int n = rb->n_active;
+    int *prompts = malloc(sizeof(int) * (size_t)n * (size_t)maxT);
+    int *plen = malloc(sizeof(int) * (size_t)n);
+    int *tok = malloc(sizeof(int) * (size_t)n * (size_t)max_new);
+    float *lp = malloc(sizeof(float) * (size_t)n * (size_t)max_new);
+    int *len = malloc(sizeof(int) * (size_t)n);
+    if (!prompts || !plen || !tok || !lp || !len) {
+        fprintf(stderr, "rollout: out of memory for a batch of %d prompts\n", n);
+        free(prompts), free(plen), free(tok), free(lp), free(len);
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        int li = rb->active[i];
+        memcpy(prompts + (size_t)i * maxT, rb->prompts + (size_t)li * maxT,
+               sizeof(int) * (size_t)rb->prompt_len[li]);
+        plen[i] = rb->prompt_len[li];
+        if (speed) speed->prompt_tokens += plen[i];
+    }
+    int stop = TOK_EOS;
+    SampleRequest req = {.n = n, .prompts = prompts, .prompt_stride = maxT, .prompt_len = plen,
+                         .max_new = max_new, .temperature = a->temperature, .top_p = a->top_p,
+                         .stop = &stop, .n_stop = 1, .seed = rng_fork_seed(rng)};
+    SampleResult res = {.tokens = tok, .logp = lp, .len = len};
+    int rc = a->be->sample(a->model, &req, &res);
+    if (rc == 0) {
+        for (int i = 0; i < n; i++) {
+            int li = rb->active[i];
+            memcpy(rb->gen + (size_t)li * rb->stride, tok + (size_t)i * max_new,
+                   sizeof(int) * (size_t)len[i]);
+            memcpy(rb->gen_logp + (size_t)li * rb->stride, lp + (size_t)i * max_new,
+                   sizeof(float) * (size_t)len[i]);
+            rb->gen_len[li] = len[i];
+            if (speed) speed->new_tokens += len[i];
+        }
+    } else {
+        fprintf(stderr, "rollout: the model refused a sample call of %d prompts\n", n);
+    }
+    free(prompts), free(plen), free(tok), free(lp), free(len);
+    return rc;
+}
+
+static int role_batch_init(RoleBatch *rb, int n_lanes, int maxT, int max_new) {
+    size_t n = (size_t)n_lanes;
+    rb->prompts = malloc(sizeof(int) * n * (size_t)maxT);
+    rb->prompt_len = calloc(n, sizeof(int));
+    rb->gen = malloc(sizeof(int) * n * (size_t)max_new);
+    rb->gen_logp = malloc(sizeof(float) * n * (size_t)max_new);
+    rb->gen_len = calloc(n, sizeof(int));
+    rb->active = malloc(sizeof(int) * n);
+    rb->n_active = 0;
+    rb->stride = max_new;
+    if (!rb->prompts || !rb->prompt_len || !rb->gen || !rb->gen_logp || !rb->gen_len ||
+        !rb->active) {
+        fprintf(stderr, "rollout: out of memory for %d lanes\n", n_lanes);
+        return -1;
+    }
+    return 0;
+}
+
+static void role_batch_free(RoleBatch *rb) {
+    free(rb->prompts), free(rb->prompt_len), free(rb->gen), free(rb->gen_logp);
+    free(rb->gen_len), free(rb->active);
+}
+
+// Everything between the two role calls of one chunk that must survive: the parsed facts.
+typedef struct {
+    Fact facts[MAX_CHUNK_TURNS * 2];
+    int n_facts;
+    Shown shown;
+} ChunkState;
+
+int rollout_run(const Env *env, Lane *lanes, int n_lanes, const Actor *a, Rng *rng,
+                RolloutSpeed *speed) {
+    double t0 = now_seconds();
+    // Prompt room: the context minus what the role may generate (the teacher obeys the same
+    // limits, so its traces fit the model that imitates them).
+    int maxT = a->max_seq;
+    int max_new_role[2] = {a->max_new_extract, a->max_new_manage};
+    int max_new = max_new_role[0] > max_new_role[1] ? max_new_role[0] : max_new_role[1];
+    if (a->kind == ACTOR_MODEL && maxT > a->be->config(a->model)->maxT) {
+        fprintf(stderr, "rollout: max_seq %d exceeds the model's %d positions\n", maxT,
+                a->be->config(a->model)->maxT);
+        return -1;
+    }
+
+    ChunkStep **steps = calloc((size_t)n_lanes, sizeof *steps);
+    int *n_steps = calloc((size_t)n_lanes, sizeof(int));
+    ChunkState *cs = calloc((size_t)n_lanes, sizeof *cs);
+    RoleBatch rb = {0};
+    MemoryOp *ops = malloc(sizeof(MemoryOp) * MAX_OPS_PER_OUTPUT);
+    int rc = -1;
+    if (!ops) goto done;
+    if (!steps || !n_steps || !cs || role_batch_init(&rb, n_lanes, maxT, max_new) != 0) goto done;
+    int most = 0;
+    for (int i = 0; i < n_lanes; i++) {
+        n_steps[i] = lane_steps(env, &lanes[i], &steps[i]);
+        if (n_steps[i] < 0) goto done;
+        if (n_steps[i] > most) most = n_steps[i];
+        if (lanes[i].snapshots)
+            memory_snapshot(&lanes[i].bank, lane_snapshot_slot(&lanes[i], lanes[i].first_session - 1));
+    }
+
+    for (int k = 0; k < most; k++) {
+        for (int role = ROLE_EXTRACT; role <= ROLE_MANAGE; role++) {
+            int prompt_max = maxT - max_new_role[role];
+            // 1. prompts of every lane that has a step k
+            rb.n_active = 0;
+            for (int i = 0; i < n_lanes; i++) {
+                if (k >= n_steps[i]) continue;
+                Lane *l = &lanes[i];
+                ChunkStep st = steps[i][k];
+                int *p = rb.prompts + (size_t)i * maxT;
+                if (role == ROLE_EXTRACT)
+                    rb.prompt_len[i] = env_extract_prompt(env, l->ep, st.session, st.chunk, p,
+                                                          prompt_max);
+                else
+                    rb.prompt_len[i] = env_manage_prompt(env, &l->bank, cs[i].facts,
+                                                         cs[i].n_facts, &cs[i].shown, p,
+                                                         prompt_max);
+                rb.active[rb.n_active++] = i;
+            }
+            // 2. outputs: one batched model call, or the teacher lane by lane
+            if (a->kind == ACTOR_MODEL) {
+                if (model_generate(a, &rb, maxT, max_new_role[role], rng, speed) != 0) goto done;
+            } else {
+                for (int j = 0; j < rb.n_active; j++) {
+                    int i = rb.active[j];
+                    Lane *l = &lanes[i];
+                    ChunkStep st = steps[i][k];
+                    int *g = rb.gen + (size_t)i * rb.stride;
+                    if (role == ROLE_EXTRACT)
+                        rb.gen_len[i] = env_teacher_extract(env, l->ep, st.session, st.chunk,
+                                                            a->teacher_noise, rng, g, max_new_role[role]);
+                    else
+                        rb.gen_len[i] = env_teacher_manage(env, l->ep, &l->bank, cs[i].facts,
+                                                           cs[i].n_facts, &cs[i].shown,
+                                                           a->teacher_noise, rng, g, max_new_role[role]);
+                }
+            }
+            // 3. parse, apply, record
+            for (int j = 0; j < rb.n_active; j++) {
+                int i = rb.active[j];
+                Lane *l = &lanes[i];
+                ChunkStep st = steps[i][k];
+                const int *g = rb.gen + (size_t)i * rb.stride;
+                int glen = rb.gen_len[i];
+                int malformed = 0;
+                l->outputs++;
+                if (role == ROLE_EXTRACT) {
+                    cs[i].n_facts = env_parse_extract(env, l->ep, st.session, st.chunk, g, glen,
+                                                      cs[i].facts,
+                                                      (int)(sizeof cs[i].facts / sizeof(Fact)),
+                                                      &malformed);
+                } else {
+                    int n_invalid = 0;
+                    int n_ops = env_parse_manage(env, g, glen, cs[i].facts, cs[i].n_facts,
+                                                 &cs[i].shown, ops, MAX_OPS_PER_OUTPUT, &n_invalid, &malformed);
+                    l->stats.invalid += n_invalid;
+                    for (int o = 0; o < n_ops; o++) {
+                        if (memory_apply(&l->bank, &ops[o], st.session, &l->stats) == 0 &&
+                            (ops[o].kind == OP_INSERT || ops[o].kind == OP_UPDATE))
+                            written_mark(&l->written, ops[o].evidence);
+                    }
+                }
+                l->malformed += malformed;
+                if (a->record)
+                    turns_record(a->record, l, i, st.session, role,
+                                 rb.prompts + (size_t)i * maxT, rb.prompt_len[i], g,
+                                 a->kind == ACTOR_MODEL ? rb.gen_logp + (size_t)i * rb.stride
+                                                        : NULL,
+                                 glen);
+                // the session's last chunk: snapshot the bank after the manager ran
+                if (role == ROLE_MANAGE && l->snapshots &&
+                    (k + 1 == n_steps[i] || steps[i][k + 1].session != st.session))
+                    memory_snapshot(&l->bank, lane_snapshot_slot(l, st.session));
+            }
+        }
+    }
+    // A session without turns has no chunk step: its snapshot is the one before it.
+    for (int i = 0; i < n_lanes; i++) {
+        Lane *l = &lanes[i];
+        if (!l->snapshots) continue;
+        for (int s = l->first_session; s <= l->last_session; s++)
+            if (env_num_chunks(env, l->ep, s) == 0)
+                memcpy(lane_snapshot_slot(l, s), lane_snapshot_slot(l, s - 1),
+                       memory_snapshot_bytes(&l->bank));
+    }
+    rc = 0;
+done:
+    free(ops);
+    if (steps)
+        for (int i = 0; i < n_lanes; i++) free(steps[i]);
+    free(steps);
+    free(n_steps);
+    free(cs);
+    role_batch_free(&rb);
+    if (speed) speed->seconds += now_seconds() - t0;
+    return rc;
+}

@@ -1,0 +1,93 @@
+// rollout.h: running the memory agent through sessions, many lanes at once.
+//
+// A lane is one memory lineage: an episode, its own bank, and the sessions it still has to
+// process. Per session and chunk of turns every lane goes
+//     EXTRACT prompt -> facts -> retrieve -> MANAGE prompt -> ops -> apply to its bank
+// and the prompts of all active lanes go to the model in ONE batched sample call per role, so G
+// global rollouts (or K local rerollouts, or one greedy lane per evaluation episode) share each
+// prefill and decode. After each session a lane can snapshot its bank (for local rerollouts).
+//
+// The actor is either the model (sampled or greedy) or the teacher (gold extraction and oracle
+// operations with a noise rate): the teacher's traces, recorded through the very same path, are
+// the supervised warm-start data.
+#ifndef MEMR2_ROLLOUT_H
+#define MEMR2_ROLLOUT_H
+
+#include <stdint.h>
+
+#include "env.h"
+#include "memory.h"
+#include "model.h"
+
+enum { ROLE_EXTRACT = 0, ROLE_MANAGE = 1 };
+
+// One role output: the prompt and generated tokens of one extractor or manager call.
+typedef struct {
+    int lane, session, role;
+    int offset;               // start in TurnBuffer.tokens / .logp_old
+    int prompt_len, out_len;  // tokens[offset .. offset+prompt_len+out_len)
+    int is_local;
+    float advantage, weight;
+} PolicyTurn;
+
+// Recorded turns, all tokens in one growing array (stb_ds arrays).
+typedef struct {
+    int *tokens;       // prompt then output of each turn, back to back
+    float *logp_old;   // parallel to tokens; the sampling log-prob at output positions, else 0
+    PolicyTurn *turns;
+} TurnBuffer;
+
+void turns_clear(TurnBuffer *tb);
+void turns_free(TurnBuffer *tb);
+int turns_count(const TurnBuffer *tb);
+
+typedef struct {
+    const Episode *ep;
+    int first_session, last_session;  // 1-based, inclusive
+    MemoryBank bank;
+    WrittenSet written;               // dia_ids ever written (M-Fail)
+    MemoryStats stats;
+    int malformed;                    // role outputs that broke the grammar
+    int outputs;                      // role outputs produced
+    // Optional: snapshots[t] = bank after session t (t = first_session-1 .. last_session), each
+    // memory_snapshot_bytes() long; NULL = no snapshots.
+    unsigned char *snapshots;
+    int is_local;
+} Lane;
+
+typedef enum { ACTOR_MODEL, ACTOR_TEACHER } ActorKind;
+
+typedef struct {
+    ActorKind kind;
+    // model actor
+    const ModelBackend *be;
+    Model *model;
+    float temperature;          // <= 0: greedy
+    float top_p;
+    // both actors: context length and output room per role (prompt <= max_seq - max_new)
+    int max_seq, max_new_extract, max_new_manage;
+    // teacher actor
+    float teacher_noise;
+    // recording (NULL: nothing recorded)
+    TurnBuffer *record;
+} Actor;
+
+typedef struct {
+    long prompt_tokens, new_tokens;  // model tokens processed
+    double seconds;
+} RolloutSpeed;
+
+// Lanes: init allocates the bank and the written set; with_snapshots allocates room for
+// snapshots of sessions first-1..last.
+int lane_init(Lane *l, const Env *env, const Episode *ep, int first, int last, int with_snapshots);
+void lane_free(Lane *l);
+// Start a lane from a snapshot (bank state before its first session) instead of empty.
+void lane_restore(Lane *l, const void *snapshot);
+const void *lane_snapshot(const Lane *l, int session);
+
+// Run every lane through its sessions. rng drives sampling seeds and teacher noise.
+// Returns 0, or -1 if the model refused a call (message on stderr).
+int rollout_run(const Env *env, Lane *lanes, int n_lanes, const Actor *actor, Rng *rng,
+                RolloutSpeed *speed);
+
+#endif

@@ -1,0 +1,1297 @@
+// train.c: the memr2 program. Trains one small transformer to play two roles, fact EXTRACTOR
+// and memory MANAGER, over long multi-session dialogues with LoGo-GRPO, then evaluates it.
+//
+//   make train_cpu && ./train_cpu            default run: data, warm start, curriculum, eval
+//   ./train_cpu --eval POLICY -d FILE        evaluate a baseline or a checkpoint
+//   ./train_cpu --help                       every flag
+//
+// Reading order for one training step: main -> run_training -> rl_step, which
+//   1. rolls out G memory lineages through H sessions     (rollout.c -> env.c, memory.c, model)
+//   2. scores each final bank with the frozen answerer     (env.c)
+//   3. re-runs picked sessions K times from snapshots       (rollout.c, memory snapshots)
+//   4. turns rewards into global and local advantages      (grpo.c)
+//   5. runs PPO epochs: forward -> per-token coefficients (grpo.c) -> backward -> AdamW
+//                                                           (model.c / kernels.cu)
+// The same file builds train_cpu (model.c backend) and train_gpu (kernels.cu backend).
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <stb/stb_ds.h>
+
+#include "env.h"
+#include "grpo.h"
+#include "memory.h"
+#include "model.h"
+#include "rng.h"
+#include "rollout.h"
+
+#ifdef MEMR2_GPU
+static const ModelBackend *const BACKEND = &gpu_backend;
+#else
+static const ModelBackend *const BACKEND = &cpu_backend;
+#endif
+
+// ---------------------------------------------------------------------------------------------
+// Options
+
+typedef enum { ALGO_LOGO, ALGO_GRPO, ALGO_SFT } Algo;
+
+typedef struct {
+    // data
+    const char *train_path, *val_path, *test_path;
+    int gen_train, gen_val, gen_test, gen_sessions;  // default data, made if absent
+    const char *out_dir;
+    uint64_t seed;
+    // model
+    int layers, heads, channels, max_seq, max_batch, vocab_max;
+    // warm start
+    int sft_steps;
+    float sft_lr, teacher_noise;
+    int sft_batch;
+    // RL
+    Algo algo;
+    int direct;                // no curriculum: all RL steps at the last horizon
+    int stage_steps[3];        // steps at 8, 16, 32 sessions
+    int horizons[3];
+    float lr;
+    int turns_per_update;
+    int eval_every, val_episodes;
+    GrpoConfig grpo;
+    AdamWConfig adamw;
+    // evaluation
+    const char *eval_policy;   // non-NULL: evaluate only
+    const char *eval_data;
+    int eval_sessions;         // 0: 8, 16 and 32 (those the data has)
+    int test_episodes;
+    int quiet;
+} Options;
+
+static void options_default(Options *o) {
+    memset(o, 0, sizeof *o);
+    o->train_path = "data/train.json";
+    o->val_path = "data/val.json";
+    o->test_path = "data/test.json";
+    o->gen_train = 16, o->gen_val = 4, o->gen_test = 8, o->gen_sessions = 32;
+    o->out_dir = "out";
+    o->seed = 1;
+    o->layers = 4, o->heads = 4, o->channels = 128, o->max_seq = 256, o->max_batch = 32;
+    o->vocab_max = 4096;
+    o->sft_steps = 300, o->sft_lr = 1e-3f, o->teacher_noise = 0.2f, o->sft_batch = 32;
+    o->algo = ALGO_LOGO;
+    o->stage_steps[0] = 8, o->stage_steps[1] = 4, o->stage_steps[2] = 2;
+    o->horizons[0] = 8, o->horizons[1] = 16, o->horizons[2] = 32;
+    o->lr = 3e-5f;
+    o->turns_per_update = 128;
+    o->eval_every = 2, o->val_episodes = 4;
+    grpo_config_default(&o->grpo);
+    o->adamw = (AdamWConfig){.lr = 0, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f,
+                             .weight_decay = 0.0f, .grad_clip = 1.0f};
+    o->test_episodes = 8;
+}
+
+static void usage(FILE *f, const char *prog) {
+    Options d;
+    options_default(&d);
+    fprintf(f,
+"usage: %s [options]              train (warm start + LoGo-GRPO curriculum) and evaluate\n"
+"       %s --eval POLICY -d FILE [--sessions H]\n"
+"\n"
+"With no flags: makes the synthetic data if absent (data/*.json), warm-starts on noisy teacher\n"
+"traces, runs the curriculum 8 -> 16 -> 32 sessions, evaluates on the test episodes and writes\n"
+"out/ (log.jsonl, vocab.txt, sft.bin, best_h*.bin, final.bin, eval.md, curve.png).\n"
+"\n"
+"evaluation:\n"
+"  --eval POLICY        none | store-turns | insert-only | oracle | CHECKPOINT.bin (greedy)\n"
+"  -d, --data FILE      LoCoMo-format episodes to evaluate (default %s)\n"
+"  --sessions H         horizon; default: 8, 16 and 32 (those the data has)\n"
+"data:\n"
+"  --train FILE, --val FILE, --test FILE   (defaults %s %s %s)\n"
+"  --seed S             one seed drives data, initialisation, sampling (default %llu)\n"
+"  -o, --out DIR        output directory (default %s)\n"
+"model:\n"
+"  --layers L --heads NH --channels C --max-seq T --max-batch B   (default %d %d %d %d %d)\n"
+"warm start:\n"
+"  --sft-steps N        supervised steps on teacher traces (default %d)\n"
+"  --sft-lr X           (default %g)    --sft-batch B (default %d)\n"
+"  --teacher-noise X    share of teacher facts dropped / ops swapped (default %g)\n"
+"reinforcement learning:\n"
+"  --algo A             logo | grpo (local branch off) | sft (stop after warm start) (logo)\n"
+"  --direct             no curriculum: all RL steps at the last horizon\n"
+"  --stage-steps a,b,c  RL steps at 8, 16, 32 sessions (default %d,%d,%d)\n"
+"  --lr X               RL learning rate (default %g)\n"
+"  --G N                global rollouts (default %d)    --K N   local rerollouts (default %d)\n"
+"  --p-local X          probability a session gets a local group (default %g)\n"
+"  --omega X            weight of local turns (default %g)\n"
+"  --reward MODE        session (per-session evidence attribution) | trajectory (session)\n"
+"  --beta-kl X --beta-ent X --eps-clip X --dual-clip X   (default %g %g %g %g)\n"
+"  --ppo-epochs N       (default %d)    --turns-per-update N (default %d)\n"
+"  --lambda X --rho X   compression penalty (default %g %g)\n"
+"  --eval-every N       validation every N RL steps (default %d)\n"
+"  --val-episodes N     (default %d)    --test-episodes N (default %d)\n"
+"  -q, --quiet          no progress lines\n"
+"  -h, --help\n",
+            prog, prog, d.test_path, d.train_path, d.val_path, d.test_path,
+            (unsigned long long)d.seed, d.out_dir, d.layers, d.heads, d.channels, d.max_seq,
+            d.max_batch, d.sft_steps, d.sft_lr, d.sft_batch, d.teacher_noise, d.stage_steps[0],
+            d.stage_steps[1], d.stage_steps[2], d.lr, d.grpo.G, d.grpo.K, d.grpo.p_local,
+            d.grpo.omega, d.grpo.beta_kl, d.grpo.beta_ent, d.grpo.eps_clip, d.grpo.dual_clip,
+            d.grpo.ppo_epochs, d.turns_per_update, d.grpo.lambda, d.grpo.rho, d.eval_every,
+            d.val_episodes, d.test_episodes);
+}
+
+// Strict number parsing: the whole argument must be a number in range.
+static int parse_int(const char *flag, const char *s, int lo, int hi, int *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) {
+        fprintf(stderr, "error: %s wants an integer in [%d, %d], got '%s'\n", flag, lo, hi, s);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+static int parse_float(const char *flag, const char *s, double lo, double hi, float *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !(v >= lo && v <= hi)) {
+        fprintf(stderr, "error: %s wants a number in [%g, %g], got '%s'\n", flag, lo, hi, s);
+        return -1;
+    }
+    *out = (float)v;
+    return 0;
+}
+
+enum {
+    OPT_EVAL = 1000, OPT_SESSIONS, OPT_TRAIN, OPT_VAL, OPT_TEST, OPT_SEED, OPT_LAYERS, OPT_HEADS,
+    OPT_CHANNELS, OPT_MAXSEQ, OPT_MAXBATCH, OPT_SFT_STEPS, OPT_SFT_LR, OPT_SFT_BATCH,
+    OPT_NOISE, OPT_ALGO, OPT_DIRECT, OPT_STAGE_STEPS, OPT_LR, OPT_G, OPT_K, OPT_PLOCAL,
+    OPT_OMEGA, OPT_REWARD, OPT_BKL, OPT_BENT, OPT_EPS, OPT_DUAL, OPT_EPOCHS, OPT_TPU,
+    OPT_LAMBDA, OPT_RHO, OPT_EVAL_EVERY, OPT_VAL_EPISODES, OPT_TEST_EPISODES,
+};
+
+static int parse_options(int argc, char **argv, Options *o) {
+    static const struct option longs[] = {
+        {"eval", required_argument, 0, OPT_EVAL},
+        {"data", required_argument, 0, 'd'},
+        {"sessions", required_argument, 0, OPT_SESSIONS},
+        {"train", required_argument, 0, OPT_TRAIN},
+        {"val", required_argument, 0, OPT_VAL},
+        {"test", required_argument, 0, OPT_TEST},
+        {"seed", required_argument, 0, OPT_SEED},
+        {"out", required_argument, 0, 'o'},
+        {"layers", required_argument, 0, OPT_LAYERS},
+        {"heads", required_argument, 0, OPT_HEADS},
+        {"channels", required_argument, 0, OPT_CHANNELS},
+        {"max-seq", required_argument, 0, OPT_MAXSEQ},
+        {"max-batch", required_argument, 0, OPT_MAXBATCH},
+        {"sft-steps", required_argument, 0, OPT_SFT_STEPS},
+        {"sft-lr", required_argument, 0, OPT_SFT_LR},
+        {"sft-batch", required_argument, 0, OPT_SFT_BATCH},
+        {"teacher-noise", required_argument, 0, OPT_NOISE},
+        {"algo", required_argument, 0, OPT_ALGO},
+        {"direct", no_argument, 0, OPT_DIRECT},
+        {"stage-steps", required_argument, 0, OPT_STAGE_STEPS},
+        {"lr", required_argument, 0, OPT_LR},
+        {"G", required_argument, 0, OPT_G},
+        {"K", required_argument, 0, OPT_K},
+        {"p-local", required_argument, 0, OPT_PLOCAL},
+        {"omega", required_argument, 0, OPT_OMEGA},
+        {"reward", required_argument, 0, OPT_REWARD},
+        {"beta-kl", required_argument, 0, OPT_BKL},
+        {"beta-ent", required_argument, 0, OPT_BENT},
+        {"eps-clip", required_argument, 0, OPT_EPS},
+        {"dual-clip", required_argument, 0, OPT_DUAL},
+        {"ppo-epochs", required_argument, 0, OPT_EPOCHS},
+        {"turns-per-update", required_argument, 0, OPT_TPU},
+        {"lambda", required_argument, 0, OPT_LAMBDA},
+        {"rho", required_argument, 0, OPT_RHO},
+        {"eval-every", required_argument, 0, OPT_EVAL_EVERY},
+        {"val-episodes", required_argument, 0, OPT_VAL_EPISODES},
+        {"test-episodes", required_argument, 0, OPT_TEST_EPISODES},
+        {"quiet", no_argument, 0, 'q'},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    int c, rc = 0;
+    opterr = 1;
+    while ((c = getopt_long(argc, argv, "d:o:qh", longs, NULL)) != -1 && rc == 0) {
+        switch (c) {
+        case OPT_EVAL: o->eval_policy = optarg; break;
+        case 'd': o->eval_data = optarg; break;
+        case OPT_SESSIONS: rc = parse_int("--sessions", optarg, 1, 1000, &o->eval_sessions); break;
+        case OPT_TRAIN: o->train_path = optarg; break;
+        case OPT_VAL: o->val_path = optarg; break;
+        case OPT_TEST: o->test_path = optarg; break;
+        case OPT_SEED: {
+            char *end;
+            errno = 0;
+            unsigned long long v = strtoull(optarg, &end, 10);
+            if (errno || end == optarg || *end) {
+                fprintf(stderr, "error: --seed wants a non-negative integer, got '%s'\n", optarg);
+                rc = -1;
+            }
+            o->seed = v;
+            break;
+        }
+        case 'o': o->out_dir = optarg; break;
+        case OPT_LAYERS: rc = parse_int("--layers", optarg, 1, 64, &o->layers); break;
+        case OPT_HEADS: rc = parse_int("--heads", optarg, 1, 64, &o->heads); break;
+        case OPT_CHANNELS: rc = parse_int("--channels", optarg, 1, 4096, &o->channels); break;
+        case OPT_MAXSEQ: rc = parse_int("--max-seq", optarg, 32, 4096, &o->max_seq); break;
+        case OPT_MAXBATCH: rc = parse_int("--max-batch", optarg, 1, 1024, &o->max_batch); break;
+        case OPT_SFT_STEPS: rc = parse_int("--sft-steps", optarg, 0, 1000000, &o->sft_steps); break;
+        case OPT_SFT_LR: rc = parse_float("--sft-lr", optarg, 0, 1, &o->sft_lr); break;
+        case OPT_SFT_BATCH: rc = parse_int("--sft-batch", optarg, 1, 4096, &o->sft_batch); break;
+        case OPT_NOISE: rc = parse_float("--teacher-noise", optarg, 0, 1, &o->teacher_noise); break;
+        case OPT_ALGO:
+            if (!strcmp(optarg, "logo")) o->algo = ALGO_LOGO;
+            else if (!strcmp(optarg, "grpo")) o->algo = ALGO_GRPO;
+            else if (!strcmp(optarg, "sft")) o->algo = ALGO_SFT;
+            else {
+                fprintf(stderr, "error: --algo wants logo, grpo or sft, got '%s'\n", optarg);
+                rc = -1;
+            }
+            break;
+        case OPT_DIRECT: o->direct = 1; break;
+        case OPT_STAGE_STEPS:
+            if (sscanf(optarg, "%d,%d,%d", &o->stage_steps[0], &o->stage_steps[1],
+                       &o->stage_steps[2]) != 3 || o->stage_steps[0] < 0 ||
+                o->stage_steps[1] < 0 || o->stage_steps[2] < 0) {
+                fprintf(stderr, "error: --stage-steps wants three counts like 8,4,2, got '%s'\n",
+                        optarg);
+                rc = -1;
+            }
+            break;
+        case OPT_LR: rc = parse_float("--lr", optarg, 0, 1, &o->lr); break;
+        case OPT_G: rc = parse_int("--G", optarg, 1, 256, &o->grpo.G); break;
+        case OPT_K: rc = parse_int("--K", optarg, 1, 256, &o->grpo.K); break;
+        case OPT_PLOCAL: rc = parse_float("--p-local", optarg, 0, 1, &o->grpo.p_local); break;
+        case OPT_OMEGA: rc = parse_float("--omega", optarg, 0, 100, &o->grpo.omega); break;
+        case OPT_REWARD:
+            if (!strcmp(optarg, "session")) o->grpo.reward_mode = REWARD_PER_SESSION;
+            else if (!strcmp(optarg, "trajectory")) o->grpo.reward_mode = REWARD_TRAJECTORY;
+            else {
+                fprintf(stderr, "error: --reward wants session or trajectory, got '%s'\n", optarg);
+                rc = -1;
+            }
+            break;
+        case OPT_BKL: rc = parse_float("--beta-kl", optarg, 0, 100, &o->grpo.beta_kl); break;
+        case OPT_BENT: rc = parse_float("--beta-ent", optarg, 0, 100, &o->grpo.beta_ent); break;
+        case OPT_EPS: rc = parse_float("--eps-clip", optarg, 0, 1, &o->grpo.eps_clip); break;
+        case OPT_DUAL: rc = parse_float("--dual-clip", optarg, 1, 100, &o->grpo.dual_clip); break;
+        case OPT_EPOCHS: rc = parse_int("--ppo-epochs", optarg, 1, 100, &o->grpo.ppo_epochs); break;
+        case OPT_TPU: rc = parse_int("--turns-per-update", optarg, 1, 1 << 20, &o->turns_per_update); break;
+        case OPT_LAMBDA: rc = parse_float("--lambda", optarg, 0, 100, &o->grpo.lambda); break;
+        case OPT_RHO: rc = parse_float("--rho", optarg, 0, 100, &o->grpo.rho); break;
+        case OPT_EVAL_EVERY: rc = parse_int("--eval-every", optarg, 1, 1000000, &o->eval_every); break;
+        case OPT_VAL_EPISODES: rc = parse_int("--val-episodes", optarg, 1, 100000, &o->val_episodes); break;
+        case OPT_TEST_EPISODES: rc = parse_int("--test-episodes", optarg, 1, 100000, &o->test_episodes); break;
+        case 'q': o->quiet = 1; break;
+        case 'h': usage(stdout, argv[0]); exit(0);
+        default: rc = -1; break;  // getopt printed the reason
+        }
+    }
+    if (rc == 0 && optind < argc) {
+        fprintf(stderr, "error: unexpected argument '%s' (see --help)\n", argv[optind]);
+        rc = -1;
+    }
+    if (rc == 0 && o->algo == ALGO_GRPO) o->grpo.local = 0;
+    return rc;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers: time, files, the model's shape
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int file_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+static int ensure_dir(const char *path) {
+    if (mkdir(path, 0755) == 0 || errno == EEXIST) return 0;
+    fprintf(stderr, "error: cannot create directory %s: %s\n", path, strerror(errno));
+    return -1;
+}
+
+static void path_join(char *dst, size_t n, const char *dir, const char *name) {
+    snprintf(dst, n, "%s/%s", dir, name);
+}
+
+// The generator sits next to this program (same build), whatever the working directory.
+static int run_generator(uint64_t seed, int episodes, int sessions, const char *out_path) {
+    char exe[4096], cmd[8192];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) return -1;
+    exe[n] = 0;
+    char *slash = strrchr(exe, '/');
+    if (slash) *slash = 0;
+    snprintf(cmd, sizeof cmd, "'%s/gen_episodes' --seed %llu --episodes %d --sessions %d -o '%s'",
+             exe, (unsigned long long)seed, episodes, sessions, out_path);
+    int rc = system(cmd);
+    if (rc != 0) {
+        fprintf(stderr, "error: '%s' failed (exit %d); build it with `make gen_episodes`\n", cmd,
+                rc);
+        return -1;
+    }
+    return 0;
+}
+
+// Default data: three disjoint generator seeds derived from the run's seed.
+static int ensure_default_data(const Options *o) {
+    if (strchr(o->train_path, '/')) {
+        char dir[4096];
+        snprintf(dir, sizeof dir, "%s", o->train_path);
+        *strrchr(dir, '/') = 0;
+        if (ensure_dir(dir) != 0) return -1;
+    }
+    struct { const char *path; int n; uint64_t seed; } sets[3] = {
+        {o->train_path, o->gen_train, 1000 * o->seed + 1},
+        {o->val_path, o->gen_val, 1000 * o->seed + 2},
+        {o->test_path, o->gen_test, 1000 * o->seed + 3},
+    };
+    for (int i = 0; i < 3; i++) {
+        if (file_exists(sets[i].path)) continue;
+        printf("making %s (%d episodes, %d sessions)\n", sets[i].path, sets[i].n, o->gen_sessions);
+        if (run_generator(sets[i].seed, sets[i].n, o->gen_sessions, sets[i].path) != 0) return -1;
+    }
+    return 0;
+}
+
+static int load_dataset_or_die(const char *path, Dataset *ds) {
+    char err[1024];
+    if (dataset_load(path, ds, err, sizeof err) != 0) {
+        fprintf(stderr, "error: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+static int min_int(int a, int b) { return a < b ? a : b; }
+
+static int max_sessions(const Dataset *ds) {
+    int h = 0;
+    for (int i = 0; i < ds->n; i++)
+        if (ds->episodes[i].n_sessions > h) h = ds->episodes[i].n_sessions;
+    return h;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Packing turns into (B, T) rows for the model.
+//
+// Row b holds one turn: its prompt and output tokens. targets[b,t] = tokens[b,t+1] only where
+// t+1 is an output position, so the lm head runs only where the policy acted.
+
+typedef struct {
+    int *tokens;   // (maxB, maxT)
+    int *targets;  // (maxB, maxT)
+    float *logp;   // (maxB, maxT)
+    float *ent;    // (maxB, maxT)
+    float *dlogp;  // (maxB, maxT)
+    float *dent;   // (maxB, maxT)
+    int maxB, maxT;
+} RowBatch;
+
+static int row_batch_init(RowBatch *rb, int maxB, int maxT) {
+    size_t n = (size_t)maxB * (size_t)maxT;
+    rb->maxB = maxB, rb->maxT = maxT;
+    rb->tokens = malloc(n * sizeof(int));
+    rb->targets = malloc(n * sizeof(int));
+    rb->logp = malloc(n * sizeof(float));
+    rb->ent = malloc(n * sizeof(float));
+    rb->dlogp = malloc(n * sizeof(float));
+    rb->dent = malloc(n * sizeof(float));
+    if (!rb->tokens || !rb->targets || !rb->logp || !rb->ent || !rb->dlogp || !rb->dent) {
+        fprintf(stderr, "error: out of memory for a (%d, %d) batch\n", maxB, maxT);
+        return -1;
+    }
+    return 0;
+}
+
+static void row_batch_free(RowBatch *rb) {
+    free(rb->tokens), free(rb->targets), free(rb->logp), free(rb->ent), free(rb->dlogp),
+        free(rb->dent);
+}
+
+// Fill rows with turns idx[0..n); returns T (the longest turn).
+static int pack_turns(RowBatch *rb, const TurnBuffer *tb, const int *idx, int n) {
+    int T = 1;
+    for (int b = 0; b < n; b++) {
+        const PolicyTurn *pt = &tb->turns[idx[b]];
+        int len = pt->prompt_len + pt->out_len;
+        if (len > T) T = len;
+    }
+    if (T > rb->maxT) T = rb->maxT;
+    for (int b = 0; b < n; b++) {
+        const PolicyTurn *pt = &tb->turns[idx[b]];
+        const int *src = tb->tokens + pt->offset;
+        int len = min_int(pt->prompt_len + pt->out_len, T);
+        int *tok = rb->tokens + (size_t)b * T, *tgt = rb->targets + (size_t)b * T;
+        for (int t = 0; t < T; t++) {
+            tok[t] = t < len ? src[t] : TOK_PAD;
+            tgt[t] = (t + 1 < len && t + 1 >= pt->prompt_len) ? src[t + 1] : -1;
+        }
+    }
+    return T;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The whole training context
+
+typedef struct {
+    Options opt;
+    Env env;
+    Vocab *vocab;
+    Dataset train, val, test;
+    Model *model;   // the policy
+    Model *ref;     // pi_ref: the policy at the start of the stage (also holds SFT for eval)
+    ModelConfig mcfg;
+    Rng rng;
+    RowBatch rows;
+    FILE *log;
+    int global_step;
+    double t_start;
+} Trainer;
+
+// Writes one metrics line (JSON) to out/log.jsonl. `fields` is a preformatted "k":v list.
+static void log_line(Trainer *tr, const char *fields) {
+    if (!tr->log) return;
+    fprintf(tr->log, "{\"step\":%d,\"time_s\":%.2f,%s}\n", tr->global_step,
+            now_seconds() - tr->t_start, fields);
+    fflush(tr->log);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Evaluation with the model as the actor (greedy), one lane per episode, all in one batch.
+// Snapshots after every session give the horizons 8, 16, 32 from a single pass.
+
+static int eval_model(Trainer *tr, const Model *m_policy, const Dataset *ds, int n_episodes,
+                      const int *horizons, int n_h, EvalResult *res) {
+    int n = min_int(n_episodes, ds->n);
+    int hmax = 0;
+    for (int i = 0; i < n_h; i++) hmax = horizons[i] > hmax ? horizons[i] : hmax;
+    Lane *lanes = calloc((size_t)n, sizeof *lanes);
+    if (!lanes) return -1;
+    int rc = -1, made = 0;
+    for (int e = 0; e < n; e++, made++) {
+        const Episode *ep = &ds->episodes[e];
+        if (lane_init(&lanes[e], &tr->env, ep, 1, min_int(hmax, ep->n_sessions), 1) != 0)
+            goto done;
+    }
+    Actor a = {.kind = ACTOR_MODEL, .be = BACKEND, .model = (Model *)m_policy,
+               .temperature = 0, .top_p = 1, .max_new_extract = 48, .max_new_manage = 64};
+    Rng rng;
+    rng_seed(&rng, tr->opt.seed ^ 0xe7a1ULL);  // greedy: the seed is irrelevant, but fixed
+    if (rollout_run(&tr->env, lanes, n, &a, &rng, NULL) != 0) goto done;
+    MemoryBank bank;
+    if (memory_init(&bank, tr->env.cfg.bank_cap, tr->env.cfg.slot_len) != 0) goto done;
+    for (int h = 0; h < n_h; h++) {
+        memset(&res[h], 0, sizeof res[h]);
+        for (int e = 0; e < n; e++) {
+            const Lane *l = &lanes[e];
+            if (horizons[h] > l->last_session) continue;
+            memory_restore(&bank, lane_snapshot(l, horizons[h]));
+            eval_add_episode(&tr->env, l->ep, horizons[h], &bank, &l->written, &res[h]);
+            res[h].ops.inserts += l->stats.inserts, res[h].ops.updates += l->stats.updates;
+            res[h].ops.deletes += l->stats.deletes, res[h].ops.noops += l->stats.noops;
+            res[h].ops.invalid += l->stats.invalid, res[h].ops.overflow += l->stats.overflow;
+            res[h].malformed += l->malformed;
+        }
+        eval_finish(&res[h]);
+    }
+    memory_free(&bank);
+    rc = 0;
+done:
+    for (int e = 0; e < made; e++) lane_free(&lanes[e]);
+    free(lanes);
+    return rc;
+}
+
+static Actor model_actor(Trainer *tr, Model *m, float temperature, TurnBuffer *record) {
+    return (Actor){.kind = ACTOR_MODEL, .be = BACKEND, .model = m, .temperature = temperature,
+                   .top_p = 1, .max_seq = tr->mcfg.maxT, .max_new_extract = 48,
+                   .max_new_manage = 64, .record = record};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Warm start: supervised training on the teacher's noisy traces (both roles, loss on output
+// tokens only). The traces come from the teacher acting through the same rollout path.
+
+static float lr_schedule(float base, int step, int steps) {
+    int warmup = steps / 10 + 1;
+    if (step < warmup) return base * (float)(step + 1) / (float)warmup;
+    float progress = (float)(step - warmup) / (float)(steps - warmup > 0 ? steps - warmup : 1);
+    return base * (0.1f + 0.9f * 0.5f * (1.0f + cosf(3.14159265f * progress)));
+}
+
+static int sft_train(Trainer *tr) {
+    const Options *o = &tr->opt;
+    double t0 = now_seconds();
+    TurnBuffer tb = {0};
+    int n = tr->train.n, rc = -1, made = 0;
+    Lane *lanes = calloc((size_t)n, sizeof *lanes);
+    int *idx = malloc(sizeof(int) * (size_t)tr->rows.maxB);
+    if (!lanes || !idx) goto done;
+    for (int e = 0; e < n; e++, made++) {
+        const Episode *ep = &tr->train.episodes[e];
+        if (lane_init(&lanes[e], &tr->env, ep, 1, ep->n_sessions, 0) != 0) goto done;
+    }
+    Actor teacher = model_actor(tr, NULL, 0, &tb);
+    teacher.kind = ACTOR_TEACHER;
+    teacher.teacher_noise = o->teacher_noise;
+    if (rollout_run(&tr->env, lanes, n, &teacher, &tr->rng, NULL) != 0) goto done;
+    int n_turns = turns_count(&tb);
+    printf("warm start: %d teacher turns from %d episodes (noise %.2f), %d steps of %d\n",
+           n_turns, n, o->teacher_noise, o->sft_steps, o->sft_batch);
+    if (n_turns == 0) {
+        fprintf(stderr, "error: the teacher produced no turns: is the training data empty?\n");
+        goto done;
+    }
+    AdamWConfig adam = o->adamw;
+    adam.weight_decay = 0.1f;
+    long tokens = 0;
+    double t_train = now_seconds();
+    for (int step = 0; step < o->sft_steps; step++) {
+        BACKEND->zero_grad(tr->model);
+        // The batch's turns first, so the loss normaliser (output tokens) is known.
+        int *batch = malloc(sizeof(int) * (size_t)o->sft_batch);
+        if (!batch) goto done;
+        long out_tokens = 0;
+        for (int i = 0; i < o->sft_batch; i++) {
+            batch[i] = (int)rng_below(&tr->rng, (uint32_t)n_turns);
+            out_tokens += tb.turns[batch[i]].out_len;
+        }
+        double loss = 0;
+        for (int s = 0; s < o->sft_batch; s += tr->rows.maxB) {
+            int B = min_int(tr->rows.maxB, o->sft_batch - s);
+            memcpy(idx, batch + s, sizeof(int) * (size_t)B);
+            int T = pack_turns(&tr->rows, &tb, idx, B);
+            if (BACKEND->forward(tr->model, tr->rows.tokens, tr->rows.targets, B, T,
+                                 tr->rows.logp, NULL) != 0) {
+                free(batch);
+                goto done;
+            }
+            for (size_t i = 0; i < (size_t)B * T; i++) {
+                int has = tr->rows.targets[i] >= 0;
+                loss -= has ? tr->rows.logp[i] : 0;
+                tr->rows.dlogp[i] = has ? -1.0f / (float)(out_tokens > 0 ? out_tokens : 1) : 0;
+                tokens += has;
+            }
+            BACKEND->backward(tr->model, tr->rows.dlogp, NULL);
+        }
+        free(batch);
+        float lr = lr_schedule(o->sft_lr, step, o->sft_steps);
+        float gnorm = BACKEND->update(tr->model, &adam, lr);
+        loss /= (double)(out_tokens > 0 ? out_tokens : 1);
+        tr->global_step++;
+        char f[256];
+        snprintf(f, sizeof f, "\"phase\":\"sft\",\"sft_loss\":%.5f,\"lr\":%.3g,\"grad_norm\":%.4f",
+                 loss, lr, gnorm);
+        log_line(tr, f);
+        if (!o->quiet && (step % 20 == 0 || step + 1 == o->sft_steps)) {
+            double el = now_seconds() - t_train;
+            printf("\rwarm start step %4d/%d  loss %.4f  lr %.2e  %.0f out-tok/s  eta %.0fs   ",
+                   step + 1, o->sft_steps, loss, lr, tokens / (el > 0 ? el : 1),
+                   el / (step + 1) * (o->sft_steps - step - 1));
+            fflush(stdout);
+        }
+    }
+    if (!o->quiet) printf("\n");
+    printf("warm start done in %.1fs\n", now_seconds() - t0);
+    rc = 0;
+done:
+    for (int e = 0; e < made; e++) lane_free(&lanes[e]);
+    free(lanes);
+    free(idx);
+    turns_free(&tb);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------------------------
+// One LoGo-GRPO step
+
+typedef struct {
+    double reward_mean, reward_std, frac_zero_std;
+    double adv_global_mean, adv_global_std, adv_local_mean, adv_local_std;
+    int local_groups, local_zero_std, n_global_turns, n_local_turns;
+    GrpoStats gs;
+    double grad_norm;
+    double mem_words, mfail_proxy;
+    MemoryStats ops;
+    RolloutSpeed roll, reroll;
+    double train_s;
+    long train_tokens;
+} StepMetrics;
+
+static void mean_std(const float *x, int n, double *mean, double *std) {
+    double s = 0, ss = 0;
+    for (int i = 0; i < n; i++) s += x[i];
+    double m = n ? s / n : 0;
+    for (int i = 0; i < n; i++) ss += (x[i] - m) * (x[i] - m);
+    *mean = m;
+    *std = n ? sqrt(ss / n) : 0;
+}
+
+// Questions of an episode answerable after `h` sessions: their indices, returns the count.
+static int answerable(const Episode *ep, int h, int *qidx) {
+    int n = 0;
+    for (int q = 0; q < ep->n_qa; q++)
+        if (ep->qa[q].last_session >= 1 && ep->qa[q].last_session <= h) qidx[n++] = q;
+    return n;
+}
+
+static double mean_f1(const Env *env, const MemoryBank *bank, const Episode *ep, const int *qidx,
+                      int nq, float *f1_out) {
+    char pred[512];
+    double s = 0;
+    for (int i = 0; i < nq; i++) {
+        double f = env_answer(env, bank, ep, &ep->qa[qidx[i]], pred, sizeof pred).f1;
+        if (f1_out) f1_out[i] = (float)f;
+        s += f;
+    }
+    return nq ? s / nq : 0;
+}
+
+// Sorting turn indices by length keeps padding (wasted rows of the (B, T) batch) small. The key
+// packs (length, index) into one integer, so the order is total and needs no context pointer.
+static int cmp_i64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+static int sort_turns_by_length(const TurnBuffer *tb, int *idx, int n) {
+    int64_t *key = malloc(sizeof(int64_t) * (size_t)(n ? n : 1));
+    if (!key) return -1;
+    for (int i = 0; i < n; i++) {
+        const PolicyTurn *pt = &tb->turns[idx[i]];
+        key[i] = ((int64_t)(pt->prompt_len + pt->out_len) << 32) | (int64_t)idx[i];
+    }
+    qsort(key, (size_t)n, sizeof(int64_t), cmp_i64);
+    for (int i = 0; i < n; i++) idx[i] = (int)(key[i] & 0xffffffff);
+    free(key);
+    return 0;
+}
+
+// logp of every output token of every turn under model m, into out (parallel to tb->tokens).
+static int score_turns(Trainer *tr, Model *m, const TurnBuffer *tb, float *out) {
+    int n = turns_count(tb);
+    int *order = malloc(sizeof(int) * (size_t)(n ? n : 1));
+    if (!order) return -1;
+    for (int i = 0; i < n; i++) order[i] = i;
+    sort_turns_by_length(tb, order, n);
+    for (int s = 0; s < n; s += tr->rows.maxB) {
+        int B = min_int(tr->rows.maxB, n - s);
+        int T = pack_turns(&tr->rows, tb, order + s, B);
+        if (BACKEND->forward(m, tr->rows.tokens, tr->rows.targets, B, T, tr->rows.logp, NULL)) {
+            free(order);
+            return -1;
+        }
+        for (int b = 0; b < B; b++) {
+            const PolicyTurn *pt = &tb->turns[order[s + b]];
+            for (int l = 0; l < pt->out_len && pt->prompt_len - 1 + l < T; l++)
+                out[pt->offset + pt->prompt_len + l] =
+                    tr->rows.logp[(size_t)b * T + pt->prompt_len - 1 + l];
+        }
+    }
+    free(order);
+    return 0;
+}
+
+// PPO epochs over the recorded turns: forward -> grpo_turn_loss per turn -> backward -> AdamW.
+static int ppo_update(Trainer *tr, const TurnBuffer *tb, float lr, StepMetrics *sm) {
+    const Options *o = &tr->opt;
+    int n = turns_count(tb), rc = -1;
+    size_t ntok = (size_t)arrlen(tb->tokens);
+    float *ref_lp = calloc(ntok ? ntok : 1, sizeof(float));
+    int *order = malloc(sizeof(int) * (size_t)(n ? n : 1));
+    float *buf = malloc(sizeof(float) * 4 * (size_t)tr->mcfg.maxT);
+    if (!ref_lp || !order || !buf) goto done;
+    double t0 = now_seconds();
+    if (score_turns(tr, tr->ref, tb, ref_lp) != 0) goto done;
+    float *lp_new = buf, *ent = buf + tr->mcfg.maxT, *dl = buf + 2 * tr->mcfg.maxT,
+          *de = buf + 3 * tr->mcfg.maxT;
+    for (int i = 0; i < n; i++) order[i] = i;
+    double gn_sum = 0;
+    int updates = 0;
+    for (int epoch = 0; epoch < o->grpo.ppo_epochs; epoch++) {
+        for (int i = n - 1; i > 0; i--) {  // Fisher-Yates: fresh minibatches every epoch
+            int j = (int)rng_below(&tr->rng, (uint32_t)(i + 1));
+            int t = order[i];
+            order[i] = order[j], order[j] = t;
+        }
+        for (int mb = 0; mb < n; mb += o->turns_per_update) {
+            int m = min_int(o->turns_per_update, n - mb);
+            int *mbi = order + mb;
+            sort_turns_by_length(tb, mbi, m);
+            BACKEND->zero_grad(tr->model);
+            GrpoStats gs = {0};
+            for (int s = 0; s < m; s += tr->rows.maxB) {
+                int B = min_int(tr->rows.maxB, m - s);
+                int T = pack_turns(&tr->rows, tb, mbi + s, B);
+                if (BACKEND->forward(tr->model, tr->rows.tokens, tr->rows.targets, B, T,
+                                     tr->rows.logp, tr->rows.ent) != 0)
+                    goto done;
+                memset(tr->rows.dlogp, 0, sizeof(float) * (size_t)B * T);
+                memset(tr->rows.dent, 0, sizeof(float) * (size_t)B * T);
+                for (int b = 0; b < B; b++) {
+                    const PolicyTurn *pt = &tb->turns[mbi[s + b]];
+                    int L = min_int(pt->out_len, T - pt->prompt_len + 1);
+                    size_t row = (size_t)b * T + (size_t)(pt->prompt_len - 1);
+                    for (int l = 0; l < L; l++) {
+                        lp_new[l] = tr->rows.logp[row + l];
+                        ent[l] = tr->rows.ent[row + l];
+                        dl[l] = de[l] = 0;
+                    }
+                    const float *old = tb->logp_old + pt->offset + pt->prompt_len;
+                    const float *ref = ref_lp + pt->offset + pt->prompt_len;
+                    grpo_turn_loss(&o->grpo, L, lp_new, old, ref, ent, pt->advantage, pt->weight,
+                                   1.0f / (float)m, dl, de, &gs);
+                    for (int l = 0; l < L; l++) {
+                        tr->rows.dlogp[row + l] = dl[l];
+                        tr->rows.dent[row + l] = de[l];
+                    }
+                    sm->train_tokens += pt->prompt_len + pt->out_len;
+                }
+                BACKEND->backward(tr->model, tr->rows.dlogp, tr->rows.dent);
+            }
+            AdamWConfig adam = o->adamw;
+            gn_sum += BACKEND->update(tr->model, &adam, lr);
+            updates++;
+            if (epoch == 0) {  // report the first pass: it measures the policy that acted
+                sm->gs.loss += gs.loss, sm->gs.kl += gs.kl, sm->gs.entropy += gs.entropy;
+                sm->gs.ratio += gs.ratio, sm->gs.clipped += gs.clipped;
+                sm->gs.n_turns += gs.n_turns, sm->gs.n_tokens += gs.n_tokens;
+            } else if (epoch == o->grpo.ppo_epochs - 1) {
+                sm->gs.clipped += gs.clipped;  // clipping only bites after the first update
+            }
+        }
+    }
+    sm->grad_norm = updates ? gn_sum / updates : 0;
+    sm->train_s = now_seconds() - t0;
+    rc = 0;
+done:
+    free(ref_lp);
+    free(order);
+    free(buf);
+    return rc;
+}
+
+static int rl_step(Trainer *tr, int H, float lr, StepMetrics *sm) {
+    const Options *o = &tr->opt;
+    const GrpoConfig *gc = &o->grpo;
+    memset(sm, 0, sizeof *sm);
+    const Episode *ep = &tr->train.episodes[rng_below(&tr->rng, (uint32_t)tr->train.n)];
+    H = min_int(H, ep->n_sessions);
+    int G = gc->G, rc = -1, made = 0, made_local = 0;
+    TurnBuffer tb = {0};
+    Lane *lanes = calloc((size_t)G, sizeof *lanes);
+    int *qidx = malloc(sizeof(int) * (size_t)(ep->n_qa ? ep->n_qa : 1));
+    float *f1 = malloc(sizeof(float) * (size_t)G * (size_t)(ep->n_qa ? ep->n_qa : 1));
+    unsigned char *q_session = calloc((size_t)(ep->n_qa ? ep->n_qa : 1) * (size_t)H, 1);
+    float *penalty = malloc(sizeof(float) * (size_t)G);
+    float *r = malloc(sizeof(float) * (size_t)G * H), *adv = malloc(sizeof(float) * (size_t)G * H);
+    Lane *local = NULL;
+    int *local_session = NULL, *local_src = NULL, n_local_groups = 0;
+    if (!lanes || !qidx || !f1 || !q_session || !penalty || !r || !adv) goto done;
+
+    // 1. G global rollouts from an empty bank through sessions 1..H, sampled at temperature 1
+    for (int i = 0; i < G; i++, made++)
+        if (lane_init(&lanes[i], &tr->env, ep, 1, H, 1) != 0) goto done;
+    Actor actor = model_actor(tr, tr->model, 1.0f, &tb);
+    if (rollout_run(&tr->env, lanes, G, &actor, &tr->rng, &sm->roll) != 0) goto done;
+    sm->n_global_turns = turns_count(&tb);
+
+    // 2. score every final bank; per-session (or trajectory) rewards; global advantages
+    int Q = answerable(ep, H, qidx);
+    for (int k = 0; k < Q; k++) {
+        const Question *q = &ep->qa[qidx[k]];
+        for (int e = 0; e < q->n_evidence; e++) {
+            int s = DIA_SESSION(q->evidence[e]);
+            if (s >= 1 && s <= H) q_session[(size_t)k * H + (s - 1)] = 1;
+        }
+    }
+    long seen = env_words_seen(&tr->env, ep, H);
+    float *traj = malloc(sizeof(float) * (size_t)G);
+    if (!traj) goto done;
+    for (int i = 0; i < G; i++) {
+        traj[i] = (float)mean_f1(&tr->env, &lanes[i].bank, ep, qidx, Q, f1 + (size_t)i * Q);
+        penalty[i] = (float)env_compression_penalty(&tr->env, &lanes[i].bank, seen);
+        traj[i] -= gc->lambda * penalty[i];
+        sm->mem_words += (double)memory_words(&lanes[i].bank) / G;
+        MemoryStats *st = &lanes[i].stats;
+        sm->ops.inserts += st->inserts, sm->ops.updates += st->updates;
+        sm->ops.deletes += st->deletes, sm->ops.noops += st->noops;
+        sm->ops.invalid += st->invalid + lanes[i].malformed, sm->ops.overflow += st->overflow;
+    }
+    mean_std(traj, G, &sm->reward_mean, &sm->reward_std);
+    free(traj);
+    grpo_global_rewards(gc, G, H, Q, f1, q_session, penalty, r);
+    int zero = grpo_global_advantages(G, H, r, adv);
+    sm->frac_zero_std = (double)zero / H;
+    mean_std(adv, G * H, &sm->adv_global_mean, &sm->adv_global_std);
+    for (int t = 0; t < sm->n_global_turns; t++) {
+        PolicyTurn *pt = &tb.turns[t];
+        pt->advantage = adv[(size_t)pt->lane * H + (pt->session - 1)];
+        pt->weight = 1.0f;
+    }
+
+    // 3. local groups: per session, with probability p, K reruns of session t from one
+    //    rollout's snapshot before t, scored on the bank right after t
+    if (gc->local && gc->K > 1) {
+        int K = gc->K;
+        local_session = malloc(sizeof(int) * (size_t)H);
+        local_src = malloc(sizeof(int) * (size_t)H);
+        if (!local_session || !local_src) goto done;
+        for (int t = 1; t <= H; t++) {
+            if (rng_float(&tr->rng) >= gc->p_local) continue;
+            local_session[n_local_groups] = t;
+            local_src[n_local_groups] = (int)rng_below(&tr->rng, (uint32_t)G);
+            n_local_groups++;
+        }
+        local = calloc((size_t)(n_local_groups * K + 1), sizeof *local);
+        if (!local) goto done;
+        for (int g = 0; g < n_local_groups; g++)
+            for (int k = 0; k < K; k++, made_local++) {
+                Lane *l = &local[g * K + k];
+                int t = local_session[g];
+                if (lane_init(l, &tr->env, ep, t, t, 0) != 0) goto done;
+                lane_restore(l, lane_snapshot(&lanes[local_src[g]], t - 1));
+                l->is_local = 1;
+            }
+        int first_local_turn = turns_count(&tb);
+        if (n_local_groups > 0 &&
+            rollout_run(&tr->env, local, n_local_groups * K, &actor, &tr->rng, &sm->reroll) != 0)
+            goto done;
+        // Lane indices in local turns are relative to the local array.
+        float *rk = malloc(sizeof(float) * (size_t)K), *ak = malloc(sizeof(float) * (size_t)K);
+        float *ladv = malloc(sizeof(float) * (size_t)(n_local_groups * K + 1));
+        if (!rk || !ak || !ladv) {
+            free(rk), free(ak), free(ladv);
+            goto done;
+        }
+        for (int g = 0; g < n_local_groups; g++) {
+            int t = local_session[g];
+            int nq = answerable(ep, t, qidx);
+            long seen_t = env_words_seen(&tr->env, ep, t);
+            for (int k = 0; k < K; k++) {
+                const MemoryBank *b = &local[g * K + k].bank;
+                rk[k] = (float)(mean_f1(&tr->env, b, ep, qidx, nq, NULL) -
+                                gc->lambda * env_compression_penalty(&tr->env, b, seen_t));
+            }
+            sm->local_zero_std += grpo_zscore(rk, K, ak);
+            for (int k = 0; k < K; k++) ladv[g * K + k] = ak[k];
+        }
+        for (int t = first_local_turn; t < turns_count(&tb); t++) {
+            PolicyTurn *pt = &tb.turns[t];
+            pt->advantage = ladv[pt->lane];
+            pt->weight = gc->omega;
+        }
+        sm->local_groups = n_local_groups;
+        sm->n_local_turns = turns_count(&tb) - first_local_turn;
+        mean_std(ladv, n_local_groups * K, &sm->adv_local_mean, &sm->adv_local_std);
+        free(rk), free(ak), free(ladv);
+    }
+
+    // 4. the update: PPO epochs over global and local turns together
+    if (ppo_update(tr, &tb, lr, sm) != 0) goto done;
+    rc = 0;
+done:
+    for (int i = 0; i < made; i++) lane_free(&lanes[i]);
+    for (int i = 0; i < made_local; i++) lane_free(&local[i]);
+    free(lanes), free(local), free(local_session), free(local_src);
+    free(qidx), free(f1), free(q_session), free(penalty), free(r), free(adv);
+    turns_free(&tb);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation, the curriculum, the final table
+
+static double validate(Trainer *tr, Model *m, int H) {
+    EvalResult res;
+    int h = min_int(H, max_sessions(&tr->val));
+    if (eval_model(tr, m, &tr->val, tr->opt.val_episodes, &h, 1, &res) != 0) return -1;
+    return res.f1;
+}
+
+static int save_params(Trainer *tr, Model *m, const char *name, float *scratch) {
+    char path[4096], err[1024];
+    path_join(path, sizeof path, tr->opt.out_dir, name);
+    BACKEND->get_params(m, scratch);
+    if (checkpoint_save(path, &tr->mcfg, scratch, err, sizeof err) != 0) {
+        fprintf(stderr, "error: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+// Points for the learning curve: (step, reward) and (step, validation F1).
+typedef struct {
+    float step, value;
+} CurvePoint;
+
+static void write_curve(Trainer *tr, const CurvePoint *reward, const CurvePoint *val) {
+    char dat[4096], png[4096], cmd[16384];
+    path_join(dat, sizeof dat, tr->opt.out_dir, "curve.dat");
+    path_join(png, sizeof png, tr->opt.out_dir, "curve.png");
+    FILE *f = fopen(dat, "w");
+    if (!f) {
+        fprintf(stderr, "warning: cannot write %s: %s\n", dat, strerror(errno));
+        return;
+    }
+    fprintf(f, "# step reward_mean\n");
+    for (int i = 0; i < arrlen(reward); i++) fprintf(f, "%g %g\n", reward[i].step, reward[i].value);
+    fprintf(f, "\n\n# step val_f1\n");
+    for (int i = 0; i < arrlen(val); i++) fprintf(f, "%g %g\n", val[i].step, val[i].value);
+    fclose(f);
+    if (arrlen(reward) == 0 && arrlen(val) == 0) return;
+    snprintf(cmd, sizeof cmd,
+             "gnuplot -e \"set terminal png size 900,500; set output '%s'; set xlabel 'step';"
+             " set ylabel 'value'; set key bottom right; set grid;"
+             " plot '%s' index 0 with lines lw 2 title 'reward (train, mean over G)',"
+             " '' index 1 with linespoints lw 2 title 'validation F1 (greedy)'\" 2>/dev/null",
+             png, dat);
+    if (system(cmd) != 0)
+        fprintf(stderr, "warning: gnuplot failed or is missing (apt-get install gnuplot-nox); "
+                        "the curve's data is in %s\n", dat);
+}
+
+static int run_curriculum(Trainer *tr) {
+    const Options *o = &tr->opt;
+    size_t np = BACKEND->num_params(tr->model);
+    float *best = malloc(sizeof(float) * np), *scratch = malloc(sizeof(float) * np);
+    float *zeros = calloc(np, sizeof(float));
+    CurvePoint *reward_pts = NULL, *val_pts = NULL;
+    int rc = -1;
+    if (!best || !scratch || !zeros) goto done;
+    int n_stages = o->direct ? 1 : 3, total_steps = 0, done_steps = 0;
+    for (int s = 0; s < 3; s++) total_steps += o->stage_steps[s];
+    double t_rl = now_seconds();
+    for (int stage = 0; stage < n_stages; stage++) {
+        int H = o->direct ? o->horizons[2] : o->horizons[stage];
+        int steps = o->direct ? total_steps : o->stage_steps[stage];
+        if (steps == 0) continue;
+        // pi_ref = the policy at the start of the stage; fresh optimizer moments
+        BACKEND->get_params(tr->model, best);
+        BACKEND->set_params(tr->ref, best);
+        BACKEND->set_opt_state(tr->model, zeros, zeros, 0);
+        double best_f1 = validate(tr, tr->model, H);
+        printf("stage %d: %d sessions, %d steps; validation F1 at start %.4f\n", stage + 1, H,
+               steps, best_f1);
+        arrput(val_pts, ((CurvePoint){(float)tr->global_step, (float)best_f1}));
+        char name[64];
+        snprintf(name, sizeof name, "best_h%d.bin", H);
+        if (save_params(tr, tr->model, name, scratch) != 0) goto done;
+        for (int step = 0; step < steps; step++) {
+            StepMetrics sm;
+            double t0 = now_seconds();
+            if (rl_step(tr, H, o->lr, &sm) != 0) goto done;
+            tr->global_step++;
+            done_steps++;
+            double dt = now_seconds() - t0;
+            double val_f1 = -1;
+            if ((step + 1) % o->eval_every == 0 || step + 1 == steps) {
+                val_f1 = validate(tr, tr->model, H);
+                arrput(val_pts, ((CurvePoint){(float)tr->global_step, (float)val_f1}));
+                if (val_f1 > best_f1) {
+                    best_f1 = val_f1;
+                    BACKEND->get_params(tr->model, best);
+                    if (save_params(tr, tr->model, name, scratch) != 0) goto done;
+                }
+            }
+            arrput(reward_pts, ((CurvePoint){(float)tr->global_step, (float)sm.reward_mean}));
+            int nt = sm.gs.n_turns ? sm.gs.n_turns : 1, nk = sm.gs.n_tokens ? sm.gs.n_tokens : 1;
+            char f[2048];
+            snprintf(f, sizeof f,
+                     "\"phase\":\"rl\",\"stage\":%d,\"sessions\":%d,\"reward_mean\":%.5f,"
+                     "\"reward_std\":%.5f,\"frac_reward_zero_std\":%.4f,"
+                     "\"adv_global_mean\":%.4f,\"adv_global_std\":%.4f,"
+                     "\"adv_local_mean\":%.4f,\"adv_local_std\":%.4f,\"local_groups\":%d,"
+                     "\"local_zero_std\":%d,\"turns_global\":%d,\"turns_local\":%d,"
+                     "\"loss\":%.5f,\"kl\":%.6f,\"entropy\":%.4f,\"ratio\":%.4f,"
+                     "\"clip_frac\":%.4f,\"grad_norm\":%.4f,\"mem_words\":%.1f,"
+                     "\"ops_insert\":%d,\"ops_update\":%d,\"ops_delete\":%d,\"ops_noop\":%d,"
+                     "\"ops_invalid\":%d,\"tok_s_rollout\":%.0f,\"tok_s_rerollout\":%.0f,"
+                     "\"tok_s_train\":%.0f,\"step_s\":%.2f%s%.4f",
+                     stage + 1, H, sm.reward_mean, sm.reward_std, sm.frac_zero_std,
+                     sm.adv_global_mean, sm.adv_global_std, sm.adv_local_mean, sm.adv_local_std,
+                     sm.local_groups, sm.local_zero_std, sm.n_global_turns, sm.n_local_turns,
+                     sm.gs.loss, sm.gs.kl / nk, sm.gs.entropy / nk, sm.gs.ratio / nt,
+                     (double)sm.gs.clipped / (nt * (o->grpo.ppo_epochs > 1 ? 2 : 1)),
+                     sm.grad_norm, sm.mem_words, sm.ops.inserts, sm.ops.updates, sm.ops.deletes,
+                     sm.ops.noops, sm.ops.invalid,
+                     (sm.roll.prompt_tokens + sm.roll.new_tokens) / (sm.roll.seconds + 1e-9),
+                     (sm.reroll.prompt_tokens + sm.reroll.new_tokens) / (sm.reroll.seconds + 1e-9),
+                     sm.train_tokens / (sm.train_s + 1e-9), dt,
+                     val_f1 >= 0 ? ",\"val_f1\":" : ",\"val_f1_pending\":", val_f1 >= 0 ? val_f1 : 0);
+            log_line(tr, f);
+            if (!o->quiet) {
+                double el = now_seconds() - t_rl;
+                printf("stage %d (H=%d) step %3d/%d  reward %.3f±%.3f  zero-std %.2f  local %d  "
+                       "kl %.4f  clip %.2f  %.1fs/step",
+                       stage + 1, H, step + 1, steps, sm.reward_mean, sm.reward_std,
+                       sm.frac_zero_std, sm.local_groups, sm.gs.kl / nk,
+                       (double)sm.gs.clipped / (nt * (o->grpo.ppo_epochs > 1 ? 2 : 1)), dt);
+                if (val_f1 >= 0) printf("  val F1 %.4f (best %.4f)", val_f1, best_f1);
+                printf("  eta %.0fs\n", el / done_steps * (total_steps - done_steps));
+                fflush(stdout);
+            }
+        }
+        // the best-validation checkpoint of the stage seeds the next one
+        BACKEND->set_params(tr->model, best);
+        printf("stage %d done: best validation F1 %.4f (%s/%s)\n", stage + 1, best_f1,
+               o->out_dir, name);
+    }
+    write_curve(tr, reward_pts, val_pts);
+    rc = 0;
+done:
+    free(best), free(scratch), free(zeros);
+    arrfree(reward_pts), arrfree(val_pts);
+    return rc;
+}
+
+// The horizons to report: 8, 16, 32 where the data has them (or the one asked for).
+static int eval_horizons(const Dataset *ds, int asked, int *h) {
+    if (asked > 0) {
+        h[0] = min_int(asked, max_sessions(ds));
+        return 1;
+    }
+    int n = 0, hmax = max_sessions(ds);
+    for (int x = 8; x <= 32; x *= 2)
+        if (x <= hmax) h[n++] = x;
+    if (n == 0) h[n++] = hmax;
+    return n;
+}
+
+// The final table: none / insert-only / SFT / trained / oracle at 8, 16, 32 sessions.
+static int final_table(Trainer *tr, const float *sft_params) {
+    int hs[3], nh = eval_horizons(&tr->test, 0, hs);
+    const char *rows[5] = {"none", "insert-only", "sft", "trained", "oracle"};
+    EvalResult res[5][3];
+    BaselinePolicy base[2] = {POLICY_NONE, POLICY_INSERT_ONLY};
+    Dataset test = tr->test;
+    if (test.n > tr->opt.test_episodes) test.n = tr->opt.test_episodes;
+    for (int b = 0; b < 2; b++)
+        for (int h = 0; h < nh; h++)
+            if (eval_baseline(&tr->env, &test, base[b], hs[h], &res[b][h]) != 0) return -1;
+    for (int h = 0; h < nh; h++)
+        if (eval_baseline(&tr->env, &test, POLICY_ORACLE, hs[h], &res[4][h]) != 0) return -1;
+    if (sft_params) {
+        BACKEND->set_params(tr->ref, sft_params);
+        if (eval_model(tr, tr->ref, &test, test.n, hs, nh, res[2]) != 0) return -1;
+    }
+    if (eval_model(tr, tr->model, &test, test.n, hs, nh, res[3]) != 0) return -1;
+    char path[4096];
+    path_join(path, sizeof path, tr->opt.out_dir, "eval.md");
+    FILE *f = fopen(path, "w");
+    FILE *outs[2] = {stdout, f};
+    for (int k = 0; k < 2; k++) {
+        FILE *o = outs[k];
+        if (!o) continue;
+        fprintf(o, "\n| policy (%d test episodes) |", test.n);
+        for (int h = 0; h < nh; h++) fprintf(o, " F1@%d | BLEU-1@%d | M-Fail@%d |", hs[h], hs[h], hs[h]);
+        fprintf(o, "\n|---|");
+        for (int h = 0; h < nh; h++) fprintf(o, "---|---|---|");
+        fprintf(o, "\n");
+        for (int r = 0; r < 5; r++) {
+            if (r == 2 && !sft_params) continue;
+            fprintf(o, "| %s |", rows[r]);
+            for (int h = 0; h < nh; h++)
+                fprintf(o, " %.3f | %.3f | %.3f |", res[r][h].f1, res[r][h].bleu1, res[r][h].mfail);
+            fprintf(o, "\n");
+        }
+    }
+    if (f) fclose(f);
+    else fprintf(stderr, "warning: cannot write %s: %s\n", path, strerror(errno));
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// --eval: a baseline or a checkpoint on any LoCoMo-format file
+
+static Model *create_model(const ModelConfig *cfg, int maxB, uint64_t seed) {
+    const char *why = model_config_check(cfg);
+    if (why) {
+        fprintf(stderr, "error: bad model configuration: %s\n", why);
+        return NULL;
+    }
+    return BACKEND->create(cfg, maxB, seed);
+}
+
+static int run_eval(const Options *o) {
+    const char *path = o->eval_data ? o->eval_data : o->test_path;
+    Dataset ds = {0};
+    if (load_dataset_or_die(path, &ds) != 0) return 1;
+    if (ds.questions_skipped || ds.evidence_skipped)
+        printf("skipped %d questions that cannot be scored and %d malformed evidence ids in %s\n",
+               ds.questions_skipped, ds.evidence_skipped, path);
+    int hs[3], nh = eval_horizons(&ds, o->eval_sessions, hs);
+    EvalResult res[3];
+    int rc = 1;
+    BaselinePolicy bp;
+    Trainer tr = {.opt = *o};
+    env_config_default(&tr.env.cfg);
+    if (baseline_policy_parse(o->eval_policy, &bp) == 0) {
+        // Baselines need no model; the vocabulary only serves the prompts of the oracle.
+        tr.vocab = vocab_build(&ds, o->vocab_max);
+        if (!tr.vocab) goto done;
+        tr.env.vocab = tr.vocab;
+        for (int h = 0; h < nh; h++) {
+            if (eval_baseline(&tr.env, &ds, bp, hs[h], &res[h]) != 0) goto done;
+            eval_print(&res[h], o->eval_policy, stdout);
+        }
+        rc = 0;
+        goto done;
+    }
+    // A checkpoint: its config from the header, its vocabulary from vocab.txt beside it.
+    char err[1024], vpath[4096];
+    float *params = NULL;
+    if (checkpoint_load(o->eval_policy, &tr.mcfg, &params, err, sizeof err) != 0) {
+        fprintf(stderr, "error: --eval wants none, store-turns, insert-only, oracle or a "
+                        "checkpoint file: %s\n", err);
+        goto done;
+    }
+    snprintf(vpath, sizeof vpath, "%s", o->eval_policy);
+    char *slash = strrchr(vpath, '/');
+    snprintf(slash ? slash + 1 : vpath, sizeof vpath - (size_t)(slash ? slash + 1 - vpath : 0),
+             "vocab.txt");
+    tr.vocab = vocab_load(vpath, err, sizeof err);
+    if (!tr.vocab) {
+        fprintf(stderr, "error: the checkpoint's vocabulary: %s\n", err);
+        free(params);
+        goto done;
+    }
+    if (vocab_size(tr.vocab) != tr.mcfg.V) {
+        fprintf(stderr, "error: %s has %d words but the checkpoint %s expects V=%d\n", vpath,
+                vocab_size(tr.vocab), o->eval_policy, tr.mcfg.V);
+        free(params);
+        goto done;
+    }
+    tr.env.vocab = tr.vocab;
+    tr.model = create_model(&tr.mcfg, o->max_batch, o->seed);
+    if (!tr.model) {
+        free(params);
+        goto done;
+    }
+    BACKEND->set_params(tr.model, params);
+    free(params);
+    if (eval_model(&tr, tr.model, &ds, ds.n, hs, nh, res) != 0) goto done;
+    for (int h = 0; h < nh; h++) eval_print(&res[h], o->eval_policy, stdout);
+    rc = 0;
+done:
+    if (tr.model) BACKEND->destroy(tr.model);
+    vocab_free(tr.vocab);
+    dataset_free(&ds);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Training: data -> vocabulary -> model -> warm start -> curriculum -> final table
+
+static int run_training(const Options *o) {
+    Trainer tr = {.opt = *o};
+    int rc = 1;
+    float *sft_params = NULL;
+    tr.t_start = now_seconds();
+    rng_seed(&tr.rng, o->seed);
+    env_config_default(&tr.env.cfg);
+    tr.env.cfg.lambda = o->grpo.lambda, tr.env.cfg.rho = o->grpo.rho;
+
+    tr.mcfg = (ModelConfig){.V = TOK_FIRST_WORD + 1, .maxT = o->max_seq, .L = o->layers,
+                            .NH = o->heads, .C = o->channels};
+    if (ensure_dir(o->out_dir) != 0 || ensure_default_data(o) != 0) goto done;
+    if (load_dataset_or_die(o->train_path, &tr.train) != 0 ||
+        load_dataset_or_die(o->val_path, &tr.val) != 0 ||
+        load_dataset_or_die(o->test_path, &tr.test) != 0)
+        goto done;
+    if (tr.train.n == 0 || tr.val.n == 0 || tr.test.n == 0) {
+        fprintf(stderr, "error: empty dataset (train %d, val %d, test %d episodes)\n", tr.train.n,
+                tr.val.n, tr.test.n);
+        goto done;
+    }
+    tr.vocab = vocab_build(&tr.train, o->vocab_max);
+    if (!tr.vocab) goto done;
+    tr.env.vocab = tr.vocab;
+    char path[4096], err[1024];
+    path_join(path, sizeof path, o->out_dir, "vocab.txt");
+    if (vocab_save(tr.vocab, path, err, sizeof err) != 0) {
+        fprintf(stderr, "error: %s\n", err);
+        goto done;
+    }
+    tr.mcfg.V = vocab_size(tr.vocab);
+    tr.model = create_model(&tr.mcfg, o->max_batch, o->seed);
+    tr.ref = tr.model ? create_model(&tr.mcfg, o->max_batch, o->seed) : NULL;
+    if (!tr.model || !tr.ref) goto done;
+    if (row_batch_init(&tr.rows, o->max_batch, tr.mcfg.maxT) != 0) goto done;
+    printf("memr2 %s backend: V=%d T=%d L=%d NH=%d C=%d (%zu parameters); %d train, %d val, "
+           "%d test episodes\n",
+           BACKEND->name, tr.mcfg.V, tr.mcfg.maxT, tr.mcfg.L, tr.mcfg.NH, tr.mcfg.C,
+           BACKEND->num_params(tr.model), tr.train.n, tr.val.n, tr.test.n);
+    path_join(path, sizeof path, o->out_dir, "log.jsonl");
+    tr.log = fopen(path, "w");
+    if (!tr.log) {
+        fprintf(stderr, "error: cannot write %s: %s\n", path, strerror(errno));
+        goto done;
+    }
+
+    size_t np = BACKEND->num_params(tr.model);
+    sft_params = malloc(sizeof(float) * np);
+    if (!sft_params) goto done;
+    if (o->sft_steps > 0) {
+        if (sft_train(&tr) != 0) goto done;
+        if (save_params(&tr, tr.model, "sft.bin", sft_params) != 0) goto done;
+    }
+    BACKEND->get_params(tr.model, sft_params);
+    if (o->algo != ALGO_SFT && run_curriculum(&tr) != 0) goto done;
+    float *scratch = malloc(sizeof(float) * np);
+    if (!scratch) goto done;
+    int saved = save_params(&tr, tr.model, "final.bin", scratch);
+    free(scratch);
+    if (saved != 0) goto done;
+    if (final_table(&tr, o->sft_steps > 0 ? sft_params : NULL) != 0) goto done;
+    printf("done in %.1fs; outputs in %s/\n", now_seconds() - tr.t_start, o->out_dir);
+    rc = 0;
+done:
+    free(sft_params);
+    if (tr.log) fclose(tr.log);
+    row_batch_free(&tr.rows);
+    if (tr.model) BACKEND->destroy(tr.model);
+    if (tr.ref) BACKEND->destroy(tr.ref);
+    vocab_free(tr.vocab);
+    dataset_free(&tr.train), dataset_free(&tr.val), dataset_free(&tr.test);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    Options o;
+    options_default(&o);
+    if (parse_options(argc, argv, &o) != 0) {
+        fprintf(stderr, "see %s --help\n", argv[0]);
+        return 2;
+    }
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    // Ask the backend for a tiny model first: the GPU build says at once when there is no GPU.
+    ModelConfig tiny = {.V = 8, .maxT = 8, .L = 1, .NH = 1, .C = 8};
+    Model *probe = BACKEND->create(&tiny, 1, 0);
+    if (!probe) {
+        fprintf(stderr, "error: the %s backend cannot start (see above)%s\n", BACKEND->name,
+                BACKEND == &cpu_backend ? "" : "; ./train_cpu runs the same on the CPU");
+        return 1;
+    }
+    BACKEND->destroy(probe);
+    return o.eval_policy ? run_eval(&o) : run_training(&o);
+}
