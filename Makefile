@@ -56,6 +56,29 @@ train_cpu: $(addprefix $(REL)/,$(TRAIN_SRC:.c=.o) $(CORE_SRC:.c=.o))
 	$(CC) $(OPT) $^ $(LIBS) -o $@
 gen_episodes: $(REL)/data/gen_episodes.o
 	$(CC) $(OPT) $^ $(LIBS) -o $@
+# the synthetic world's grammar is shared by the generator and env.c
+$(REL)/env.o $(REL)/data/gen_episodes.o build/san/env.o build/san/data/gen_episodes.o \
+    build/gpu/env.o: data/grammar.h
+
+# model speed vs PyTorch (train_tok_s, decode_tok_s, sgemm share); flags: make bench BENCH_FLAGS="-T 256"
+BENCH_FLAGS ?=
+$(REL)/dev/bench_model: $(REL)/dev/bench_model.o $(REL)/model.o
+	$(CC) $(OPT) $^ $(LIBS) -o $@
+bench: $(REL)/dev/bench_model
+	@echo "bench threads OMP_NUM_THREADS=$${OMP_NUM_THREADS:-all} OPENBLAS_CORETYPE=$${OPENBLAS_CORETYPE:-unset}"
+	@$(REL)/dev/bench_model $(BENCH_FLAGS) | tee $(REL)/bench_model.txt
+	@$(PYTHON) dev/reference.py --bench $(BENCH_FLAGS) | tee $(REL)/bench_torch.txt
+	@cat $(REL)/bench_model.txt $(REL)/bench_torch.txt | awk '$$1 == "bench" { v[$$2] = $$3 } END { \
+	    if (v["torch_train_tok_s"] > 0) printf "bench train_vs_torch %.2f\n", v["train_tok_s"] / v["torch_train_tok_s"]; \
+	    if (v["torch_decode_tok_s"] > 0) printf "bench decode_vs_torch %.2f\n", v["decode_tok_s"] / v["torch_decode_tok_s"] }'
+	@$(MAKE) --no-print-directory bench_memory
+
+# memory bank speed (snapshot_gb_s, retrieve_per_s); run by `make bench`
+.PHONY: bench_memory
+$(REL)/dev/bench_memory: $(REL)/dev/bench_memory.o $(REL)/memory.o
+	$(CC) $(OPT) $^ -lm -o $@
+bench_memory: $(REL)/dev/bench_memory
+	@$(REL)/dev/bench_memory
 
 $(REL)/tests/%: $(REL)/tests/%.o $(addprefix $(REL)/,$(CORE_SRC:.c=.o))
 	$(CC) $(OPT) $^ $(LIBS) -o $@
@@ -72,26 +95,69 @@ $(SANB)/tests/%: $(SANB)/tests/%.o $(addprefix $(SANB)/,$(CORE_SRC:.c=.o))
 $(SANB)/gen_episodes: $(SANB)/data/gen_episodes.o
 	$(CC) $(SAN) $^ $(LIBS) -o $@
 
-test_asan: $(addprefix $(SANB)/tests/,$(TESTS)) $(SANB)/gen_episodes
-	MEMR2_SANITIZE=1 MEMR2_GEN=$(SANB)/gen_episodes tests/run.sh $(addprefix $(SANB)/tests/,$(TESTS))
+$(SANB)/train_cpu: $(addprefix $(SANB)/,$(TRAIN_SRC:.c=.o) $(CORE_SRC:.c=.o))
+	$(CC) $(SAN) $^ $(LIBS) -o $@
+
+# The whole suite again, every program (trainer and generator included) built with ASan+UBSan.
+test_asan: $(addprefix $(SANB)/tests/,$(TESTS)) $(SANB)/gen_episodes $(SANB)/train_cpu
+	MEMR2_SANITIZE=1 MEMR2_GEN=$(SANB)/gen_episodes MEMR2_TRAIN=$(SANB)/train_cpu \
+	    ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	    tests/run.sh $(addprefix $(SANB)/tests/,$(TESTS))
 
 # ---- GPU flavour ----------------------------------------------------------------------------
 GPUB := build/gpu
 $(GPUB)/%.o: %.c $(wildcard *.h) | $(GPUB)
 	$(CC) $(CSTD) $(WARN) $(OPT) -DMEMR2_GPU -I. -c $< -o $@
-$(GPUB)/kernels.o: kernels.cu kernels.h model.h dev/cuda_cpu.h | $(GPUB)
+$(GPUB)/kernels.o: kernels.cu kernels.h model.h dev/cuda_cpu.h dev/cuda_cpu_blas.h | $(GPUB)
 	$(NVCC) -O3 -std=c++17 $(NVCC_GENCODE) -I. -c $< -o $@
 $(GPUB):
 	mkdir -p $@
 train_gpu: $(addprefix $(GPUB)/,$(TRAIN_SRC:.c=.o) $(CORE_SRC:.c=.o)) $(GPUB)/kernels.o
 	@test -n "$(NVCC)" || { echo "nvcc not found: install the CUDA toolkit to build train_gpu"; exit 1; }
-	@echo "train_gpu: nvcc $(NVCC), archs sm_$(GPU_ARCHS)"
+	@echo "train_gpu: nvcc $(NVCC), archs $(addprefix sm_,$(GPU_ARCHS))"
 	$(NVCC) -Xcompiler -fopenmp $(NVCC_GENCODE) $^ $(LIBS) -lcublas -lcurand -o $@
 
+# The kernel test on a real GPU (nvcc; CI can only build it). Run: make test_kernels_gpu
+.PHONY: test_kernels_gpu
+$(GPUB)/test_kernels.o: tests/test_kernels.cu tests/check.h kernels.h model.h dev/cuda_cpu.h | $(GPUB)
+	$(NVCC) -O2 -std=c++17 $(NVCC_GENCODE) -I. -x cu -c $< -o $@
+$(GPUB)/test_kernels: $(GPUB)/test_kernels.o $(GPUB)/kernels.o $(GPUB)/model.o
+	$(NVCC) -Xcompiler -fopenmp $(NVCC_GENCODE) $^ $(LIBS) -lcublas -lcurand -o $@
+test_kernels_gpu: $(GPUB)/test_kernels
+	tests/run.sh $(GPUB)/test_kernels
+
 # ---- CUDA kernels on the CPU ----------------------------------------------------------------
+# kernels.cu and the test compiled as C++ by g++ through dev/cuda_cpu.h (CUDA threads as fibers),
+# linked with model.c compiled as C (the release object). CI runs it in two lane orders and once
+# in guard mode:  make test_kernels && CUDA_CPU_ORDER=rev make test_kernels && make test_kernels_guard
 EMU := build/emu
+EMU_CXX := $(CXX) -std=c++17 -O2 -g $(WARN) -fstack-clash-protection -fopenmp -I. -x c++
+EMU_DEPS := kernels.h model.h rng.h dev/cuda_cpu.h dev/cuda_cpu_blas.h
+$(EMU)/kernels.o: kernels.cu $(EMU_DEPS) | $(EMU)
+	$(EMU_CXX) -c $< -o $@
+$(EMU)/test_kernels.o: tests/test_kernels.cu tests/check.h $(EMU_DEPS) | $(EMU)
+	$(EMU_CXX) -c $< -o $@
+$(EMU)/test_kernels: $(EMU)/test_kernels.o $(EMU)/kernels.o $(REL)/model.o
+	$(CXX) -fopenmp $^ -lopenblas -lm -o $@
 test_kernels: $(EMU)/test_kernels
 	tests/run.sh $(EMU)/test_kernels
+# Guard mode: device buffers end at a PROT_NONE page, divergent __syncthreads is fatal.
+.PHONY: test_kernels_guard test_kernels_asan
+test_kernels_guard: $(EMU)/test_kernels
+	CUDA_CPU_GUARD=1 tests/run.sh $(EMU)/test_kernels
+# The same under ASan + UBSan (the emulation tells ASan about its fiber switches).
+EMUS := build/emu-san
+EMUS_CXX := $(CXX) -std=c++17 $(SAN) $(WARN) -fstack-clash-protection -I. -x c++
+$(EMUS):
+	mkdir -p $@
+$(EMUS)/kernels.o: kernels.cu $(EMU_DEPS) | $(EMUS)
+	$(EMUS_CXX) -c $< -o $@
+$(EMUS)/test_kernels.o: tests/test_kernels.cu tests/check.h $(EMU_DEPS) | $(EMUS)
+	$(EMUS_CXX) -c $< -o $@
+$(EMUS)/test_kernels: $(EMUS)/test_kernels.o $(EMUS)/kernels.o $(SANB)/model.o
+	$(CXX) $(SAN) $^ -lopenblas -lm -o $@
+test_kernels_asan: $(EMUS)/test_kernels
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 tests/run.sh $(EMUS)/test_kernels
 
 clean:
 	rm -rf build train_cpu train_gpu gen_episodes

@@ -47,7 +47,13 @@ typedef struct {
     int n_evidence;
     int category;
     int last_session;// max session over the evidence: answerable after this session
+    int valid_until; // last session at which the answer still holds (generator's
+                     // "memr2_valid_until"; absent, e.g. real LoCoMo: QUESTION_FOREVER)
 } Question;
+#define QUESTION_FOREVER (1 << 30)
+// Is q asked on the bank after `session` sessions? last_session <= session <= valid_until.
+// (gen_episodes writes only questions valid to the end unless --all-states is given.)
+int question_active(const Question *q, int session);
 
 // A gold fact from the `observation` field, plus the generator's structured annotation when
 // present (real LoCoMo has none: key == NULL).
@@ -107,6 +113,12 @@ const char *vocab_word(const Vocab *v, int id);
 int vocab_encode(const Vocab *v, const char *text, int *out, int max);
 // Ids back to space-separated words (for dumps and the answerer); returns bytes written.
 int vocab_decode(const Vocab *v, const int *ids, int n, char *out, size_t outlen);
+// (size) 1 for the ids retrieval ignores: special tokens, punctuation, stop words.
+const uint8_t *vocab_stop_mask(const Vocab *v);
+// The key "person|attribute" of a fact in the synthetic grammar (data/grammar.h), as the oracle
+// and the answerer read it. Returns 1 and fills key (and *ends: 1 for "no longer" facts), or 0 if
+// the tokens are not a canonical fact.
+int env_fact_key(const Vocab *v, const int *ids, int n, char *key, size_t keylen, int *ends);
 
 // ---------------------------------------------------------------------------------------------
 // Environment configuration and the two roles' prompts
@@ -118,7 +130,7 @@ typedef struct {
     int slot_len;         // tokens per slot (also the max fact length)
     int max_facts;        // facts per chunk kept from the extractor
     int answer_k;         // slots the answerer reads per question
-    float rho, lambda;    // compression penalty: lambda * max(0, (words - rho*seen) / seen)
+    float rho, lambda;    // compression penalty: reward -= lambda * max(0, (words - rho*seen) / seen)
 } EnvConfig;
 
 void env_config_default(EnvConfig *c);
@@ -132,6 +144,7 @@ typedef struct {
     int tokens[64];
     int len;
     int evidence;         // DIA_CODE of the source turn
+    int turn;             // K of its <tK> within the chunk (set by env_parse_extract)
 } Fact;
 
 // Shown slots: the bank slot behind each <mK>.
@@ -178,6 +191,7 @@ QAScore env_answer(const Env *env, const MemoryBank *bank, const Episode *ep, co
                    char *pred, size_t predlen);
 // Words of the dialogue up to and including session s (the "words seen" of the penalty).
 long env_words_seen(const Env *env, const Episode *ep, int session);
+// c(M) = max(0, (words(M) - rho * words_seen) / words_seen); the reward subtracts lambda * c.
 double env_compression_penalty(const Env *env, const MemoryBank *bank, long words_seen);
 
 // ---------------------------------------------------------------------------------------------
@@ -193,6 +207,8 @@ typedef struct {
     int malformed;             // unparsable role outputs (model policies)
     int per_cat_n[8];          // per-category counts and F1 sums (category 0..7)
     double per_cat_f1[8];
+    long mfail_missing, mfail_total;  // M-Fail counts (distinct evidence ids per episode)
+    int questions_skipped, evidence_skipped;  // copied from the Dataset by eval_baseline
 } EvalResult;
 
 // Tracks which dia_ids were ever written to a slot (for M-Fail). Sized from the episode.
@@ -211,7 +227,8 @@ void eval_finish(EvalResult *r);
 void eval_print(const EvalResult *r, const char *policy, FILE *f);
 
 int baseline_policy_parse(const char *name, BaselinePolicy *p);
-// Runs sessions 1..sessions of every episode with a baseline and accumulates into *r.
+// Runs sessions 1..sessions of every episode with a baseline; *r is reset, filled and finished
+// (eval_finish) here.
 int eval_baseline(const Env *env, const Dataset *ds, BaselinePolicy p, int sessions,
                   EvalResult *r);
 

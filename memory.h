@@ -3,7 +3,9 @@
 // The bank is structure-of-arrays with a fixed capacity and no pointers inside, so a snapshot
 // is a memcpy of five arrays into a caller-owned buffer and a restore is a memcpy back. That is
 // what makes LoGo-GRPO's local rerollouts cheap: G rollouts x H sessions of snapshots are a few
-// megabytes (memory_snapshot_bytes() says exactly how many).
+// megabytes (memory_snapshot_bytes() says exactly how many: cap * (4 * slot_len + 13) bytes; the
+// default bank, cap 256 x slot_len 24, is 27,904 bytes, and G = 8 x H = 32 snapshots 7,143,424
+// bytes = 6.8 MiB).
 //
 // Operations (the manager's output after parsing):
 //   INSERT <fact>       write the fact into the first free slot
@@ -17,6 +19,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 // dia_id "D<s>:<t>" packed into one int; 0 means "unknown".
 #define DIA_CODE(session, turn) ((session) * 1000 + (turn))
@@ -53,9 +56,17 @@ typedef struct {
 int memory_init(MemoryBank *m, int cap, int slot_len);
 void memory_free(MemoryBank *m);
 void memory_clear(MemoryBank *m);
+// Copy the contents of src into dst (same cap and slot_len, else -1 with a message).
+int memory_copy(MemoryBank *dst, const MemoryBank *src);
+// The slot the next INSERT would fill, or -1 when the bank is full.
+int memory_first_free(const MemoryBank *m);
 
-// Apply one op in session `session`; updates stats. Facts longer than slot_len are truncated.
-// Returns 0 if applied, -1 if counted as invalid or overflow.
+// Apply one op in session `session`; updates stats (may be NULL). Facts longer than slot_len are
+// truncated. Invalid: an empty fact (fact NULL or fact_len <= 0) for INSERT / UPDATE, an UPDATE or
+// DELETE of a slot that is out of range or not alive, a kind outside OpKind; validity is checked
+// before capacity (an empty INSERT into a full bank is invalid, not overflow). A write records
+// `session` and op->evidence; freed slots and unused tails are zeroed, so equal banks are
+// byte-equal. Returns 0 if applied, -1 if counted as invalid or overflow.
 int memory_apply(MemoryBank *m, const MemoryOp *op, int session, MemoryStats *stats);
 
 // Snapshots: a caller-owned buffer of memory_snapshot_bytes() bytes.
@@ -66,10 +77,28 @@ void memory_restore(MemoryBank *m, const void *buf);
 // Retrieval: the indices of the top-k alive slots for a query (BM25 over token ids, with
 // document frequencies from the bank itself); ties go to the lower slot index. Returns the
 // number found (<= k). `out` has room for k ints.
+// BM25 with k1 = 1.2, b = 0.75 and idf = ln(1 + (N - n + 0.5) / (n + 0.5)); each distinct query
+// term counts once; only slots with a positive score are returned. No allocation per call for
+// k <= 256 (about 40 KiB of stack) and no shared state: threads may retrieve from one bank at
+// the same time.
 int memory_retrieve(const MemoryBank *m, const int *query, int query_len, int k, int *out);
+// The same with some token ids ignored (stop words, special tokens): ignore[id] != 0 for
+// 0 <= id < ignore_n removes id from the query and from every slot (document lengths included).
+// ignore may be NULL. Query terms beyond the first MEMORY_QUERY_MAX_TERMS distinct ones are
+// ignored.
+#define MEMORY_QUERY_MAX_TERMS 512
+int memory_retrieve_masked(const MemoryBank *m, const int *query, int query_len,
+                           const uint8_t *ignore, int ignore_n, int k, int *out);
+// Every slot's BM25 score (0 for dead slots and slots sharing no term) into scores (cap).
+void memory_bm25_scores(const MemoryBank *m, const int *query, int query_len,
+                        const uint8_t *ignore, int ignore_n, double *scores);
 
 int memory_alive_count(const MemoryBank *m);
 // Total tokens stored in alive slots (the "words" of the compression penalty).
 long memory_words(const MemoryBank *m);
+
+// A readable dump: one line per alive slot, "[slot] s<session> D<s>:<t>  words...". word(ctx, id)
+// gives a token's text (NULL function or NULL result prints <id>).
+void memory_dump(const MemoryBank *m, FILE *f, const char *(*word)(void *ctx, int id), void *ctx);
 
 #endif

@@ -48,6 +48,7 @@ typedef struct {
     const char *train_path, *val_path, *test_path;
     int gen_train, gen_val, gen_test, gen_sessions;  // default data, made if absent
     const char *out_dir;
+    const char *init_path;     // start from this checkpoint instead of a warm start
     uint64_t seed;
     // model
     int layers, heads, channels, max_seq, max_batch, vocab_max;
@@ -70,6 +71,7 @@ typedef struct {
     const char *eval_data;
     int eval_sessions;         // 0: 8, 16 and 32 (those the data has)
     int test_episodes;
+    int show_bank;             // --eval: print the first episode's final bank
     int quiet;
 } Options;
 
@@ -83,7 +85,7 @@ static void options_default(Options *o) {
     o->seed = 1;
     o->layers = 4, o->heads = 4, o->channels = 128, o->max_seq = 256, o->max_batch = 32;
     o->vocab_max = 4096;
-    o->sft_steps = 300, o->sft_lr = 1e-3f, o->teacher_noise = 0.2f, o->sft_batch = 32;
+    o->sft_steps = 1000, o->sft_lr = 2e-3f, o->teacher_noise = 0.2f, o->sft_batch = 32;
     o->algo = ALGO_LOGO;
     o->stage_steps[0] = 8, o->stage_steps[1] = 4, o->stage_steps[2] = 2;
     o->horizons[0] = 8, o->horizons[1] = 16, o->horizons[2] = 32;
@@ -111,10 +113,12 @@ static void usage(FILE *f, const char *prog) {
 "  --eval POLICY        none | store-turns | insert-only | oracle | CHECKPOINT.bin (greedy)\n"
 "  -d, --data FILE      LoCoMo-format episodes to evaluate (default %s)\n"
 "  --sessions H         horizon; default: 8, 16 and 32 (those the data has)\n"
+"  --show-bank          also print the first episode's bank after the last horizon\n"
 "data:\n"
 "  --train FILE, --val FILE, --test FILE   (defaults %s %s %s)\n"
 "  --seed S             one seed drives data, initialisation, sampling (default %llu)\n"
 "  -o, --out DIR        output directory (default %s)\n"
+"  --init CKPT          start from this checkpoint (same vocabulary) instead of a warm start\n"
 "model:\n"
 "  --layers L --heads NH --channels C --max-seq T --max-batch B   (default %d %d %d %d %d)\n"
 "warm start:\n"
@@ -176,7 +180,7 @@ enum {
     OPT_CHANNELS, OPT_MAXSEQ, OPT_MAXBATCH, OPT_SFT_STEPS, OPT_SFT_LR, OPT_SFT_BATCH,
     OPT_NOISE, OPT_ALGO, OPT_DIRECT, OPT_STAGE_STEPS, OPT_LR, OPT_G, OPT_K, OPT_PLOCAL,
     OPT_OMEGA, OPT_REWARD, OPT_BKL, OPT_BENT, OPT_EPS, OPT_DUAL, OPT_EPOCHS, OPT_TPU,
-    OPT_LAMBDA, OPT_RHO, OPT_EVAL_EVERY, OPT_VAL_EPISODES, OPT_TEST_EPISODES,
+    OPT_LAMBDA, OPT_RHO, OPT_EVAL_EVERY, OPT_VAL_EPISODES, OPT_TEST_EPISODES, OPT_INIT, OPT_SHOW_BANK,
 };
 
 static int parse_options(int argc, char **argv, Options *o) {
@@ -218,6 +222,8 @@ static int parse_options(int argc, char **argv, Options *o) {
         {"eval-every", required_argument, 0, OPT_EVAL_EVERY},
         {"val-episodes", required_argument, 0, OPT_VAL_EPISODES},
         {"test-episodes", required_argument, 0, OPT_TEST_EPISODES},
+        {"init", required_argument, 0, OPT_INIT},
+        {"show-bank", no_argument, 0, OPT_SHOW_BANK},
         {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
@@ -296,6 +302,8 @@ static int parse_options(int argc, char **argv, Options *o) {
         case OPT_EVAL_EVERY: rc = parse_int("--eval-every", optarg, 1, 1000000, &o->eval_every); break;
         case OPT_VAL_EPISODES: rc = parse_int("--val-episodes", optarg, 1, 100000, &o->val_episodes); break;
         case OPT_TEST_EPISODES: rc = parse_int("--test-episodes", optarg, 1, 100000, &o->test_episodes); break;
+        case OPT_INIT: o->init_path = optarg; break;
+        case OPT_SHOW_BANK: o->show_bank = 1; break;
         case 'q': o->quiet = 1; break;
         case 'h': usage(stdout, argv[0]); exit(0);
         default: rc = -1; break;  // getopt printed the reason
@@ -476,9 +484,19 @@ static void log_line(Trainer *tr, const char *fields) {
     fflush(tr->log);
 }
 
+// The model as the actor: room for 48 extractor and 64 manager tokens (the teacher's longest
+// outputs are 38 and 45 on generated data).
+static Actor model_actor(Trainer *tr, Model *m, float temperature, TurnBuffer *record) {
+    return (Actor){.kind = ACTOR_MODEL, .be = BACKEND, .model = m, .temperature = temperature,
+                   .top_p = 1, .max_seq = m ? BACKEND->config(m)->maxT : tr->mcfg.maxT, .max_new_extract = 48,
+                   .max_new_manage = 64, .record = record};
+}
+
 // ---------------------------------------------------------------------------------------------
 // Evaluation with the model as the actor (greedy), one lane per episode, all in one batch.
 // Snapshots after every session give the horizons 8, 16, 32 from a single pass.
+
+static const char *vocab_word_cb(void *vocab, int id) { return vocab_word(vocab, id); }
 
 static int eval_model(Trainer *tr, const Model *m_policy, const Dataset *ds, int n_episodes,
                       const int *horizons, int n_h, EvalResult *res) {
@@ -493,8 +511,7 @@ static int eval_model(Trainer *tr, const Model *m_policy, const Dataset *ds, int
         if (lane_init(&lanes[e], &tr->env, ep, 1, min_int(hmax, ep->n_sessions), 1) != 0)
             goto done;
     }
-    Actor a = {.kind = ACTOR_MODEL, .be = BACKEND, .model = (Model *)m_policy,
-               .temperature = 0, .top_p = 1, .max_new_extract = 48, .max_new_manage = 64};
+    Actor a = model_actor(tr, (Model *)m_policy, 0.0f, NULL);  // greedy
     Rng rng;
     rng_seed(&rng, tr->opt.seed ^ 0xe7a1ULL);  // greedy: the seed is irrelevant, but fixed
     if (rollout_run(&tr->env, lanes, n, &a, &rng, NULL) != 0) goto done;
@@ -514,6 +531,11 @@ static int eval_model(Trainer *tr, const Model *m_policy, const Dataset *ds, int
         }
         eval_finish(&res[h]);
     }
+    if (tr->opt.show_bank && n > 0) {
+        printf("bank of episode %s after %d sessions (%d memories):\n", lanes[0].ep->sample_id,
+               lanes[0].last_session, memory_alive_count(&lanes[0].bank));
+        memory_dump(&lanes[0].bank, stdout, vocab_word_cb, (void *)tr->vocab);
+    }
     memory_free(&bank);
     rc = 0;
 done:
@@ -522,11 +544,6 @@ done:
     return rc;
 }
 
-static Actor model_actor(Trainer *tr, Model *m, float temperature, TurnBuffer *record) {
-    return (Actor){.kind = ACTOR_MODEL, .be = BACKEND, .model = m, .temperature = temperature,
-                   .top_p = 1, .max_seq = tr->mcfg.maxT, .max_new_extract = 48,
-                   .max_new_manage = 64, .record = record};
-}
 
 // ---------------------------------------------------------------------------------------------
 // Warm start: supervised training on the teacher's noisy traces (both roles, loss on output
@@ -651,7 +668,7 @@ static void mean_std(const float *x, int n, double *mean, double *std) {
 static int answerable(const Episode *ep, int h, int *qidx) {
     int n = 0;
     for (int q = 0; q < ep->n_qa; q++)
-        if (ep->qa[q].last_session >= 1 && ep->qa[q].last_session <= h) qidx[n++] = q;
+        if (question_active(&ep->qa[q], h)) qidx[n++] = q;
     return n;
 }
 
@@ -990,6 +1007,7 @@ static int run_curriculum(Trainer *tr) {
         BACKEND->set_params(tr->ref, best);
         BACKEND->set_opt_state(tr->model, zeros, zeros, 0);
         double best_f1 = validate(tr, tr->model, H);
+        if (best_f1 < 0) goto done;
         printf("stage %d: %d sessions, %d steps; validation F1 at start %.4f\n", stage + 1, H,
                steps, best_f1);
         arrput(val_pts, ((CurvePoint){(float)tr->global_step, (float)best_f1}));
@@ -1006,6 +1024,7 @@ static int run_curriculum(Trainer *tr) {
             double val_f1 = -1;
             if ((step + 1) % o->eval_every == 0 || step + 1 == steps) {
                 val_f1 = validate(tr, tr->model, H);
+                if (val_f1 < 0) goto done;
                 arrput(val_pts, ((CurvePoint){(float)tr->global_step, (float)val_f1}));
                 if (val_f1 > best_f1) {
                     best_f1 = val_f1;
@@ -1096,6 +1115,25 @@ static int final_table(Trainer *tr, const float *sft_params) {
     }
     if (eval_model(tr, tr->model, &test, test.n, hs, nh, res[3]) != 0) return -1;
     char path[4096];
+    // Machine-readable: one JSON line per (policy, horizon), for dev/experiment.py.
+    path_join(path, sizeof path, tr->opt.out_dir, "eval.jsonl");
+    FILE *j = fopen(path, "w");
+    for (int r = 0; j && r < 5; r++) {
+        if (r == 2 && !sft_params) continue;
+        for (int h = 0; h < nh; h++) {
+            const EvalResult *e = &res[r][h];
+            fprintf(j,
+                    "{\"policy\":\"%s\",\"sessions\":%d,\"episodes\":%d,\"questions\":%d,"
+                    "\"f1\":%.5f,\"bleu1\":%.5f,\"em\":%.5f,\"mfail\":%.5f,"
+                    "\"mem_words\":%.2f,\"ops_insert\":%d,\"ops_update\":%d,"
+                    "\"ops_delete\":%d,\"ops_noop\":%d,\"ops_invalid\":%d,\"malformed\":%d}\n",
+                    rows[r], hs[h], e->episodes, e->questions, e->f1, e->bleu1, e->em, e->mfail,
+                    e->mem_words, e->ops.inserts, e->ops.updates, e->ops.deletes, e->ops.noops,
+                    e->ops.invalid, e->malformed);
+        }
+    }
+    if (j) fclose(j);
+    else fprintf(stderr, "warning: cannot write %s: %s\n", path, strerror(errno));
     path_join(path, sizeof path, tr->opt.out_dir, "eval.md");
     FILE *f = fopen(path, "w");
     FILE *outs[2] = {stdout, f};
@@ -1251,9 +1289,30 @@ static int run_training(const Options *o) {
     size_t np = BACKEND->num_params(tr.model);
     sft_params = malloc(sizeof(float) * np);
     if (!sft_params) goto done;
-    if (o->sft_steps > 0) {
+    int warm_started = 0;
+    if (o->init_path) {
+        ModelConfig c;
+        float *p = NULL;
+        if (checkpoint_load(o->init_path, &c, &p, err, sizeof err) != 0) {
+            fprintf(stderr, "error: --init: %s\n", err);
+            goto done;
+        }
+        if (memcmp(&c, &tr.mcfg, sizeof c) != 0) {
+            fprintf(stderr, "error: --init %s has V=%d T=%d L=%d NH=%d C=%d but this run wants "
+                            "V=%d T=%d L=%d NH=%d C=%d (same data and model flags?)\n",
+                    o->init_path, c.V, c.maxT, c.L, c.NH, c.C, tr.mcfg.V, tr.mcfg.maxT,
+                    tr.mcfg.L, tr.mcfg.NH, tr.mcfg.C);
+            free(p);
+            goto done;
+        }
+        BACKEND->set_params(tr.model, p);
+        free(p);
+        warm_started = 1;
+        printf("starting from %s\n", o->init_path);
+    } else if (o->sft_steps > 0) {
         if (sft_train(&tr) != 0) goto done;
         if (save_params(&tr, tr.model, "sft.bin", sft_params) != 0) goto done;
+        warm_started = 1;
     }
     BACKEND->get_params(tr.model, sft_params);
     if (o->algo != ALGO_SFT && run_curriculum(&tr) != 0) goto done;
@@ -1262,7 +1321,7 @@ static int run_training(const Options *o) {
     int saved = save_params(&tr, tr.model, "final.bin", scratch);
     free(scratch);
     if (saved != 0) goto done;
-    if (final_table(&tr, o->sft_steps > 0 ? sft_params : NULL) != 0) goto done;
+    if (final_table(&tr, warm_started ? sft_params : NULL) != 0) goto done;
     printf("done in %.1fs; outputs in %s/\n", now_seconds() - tr.t_start, o->out_dir);
     rc = 0;
 done:
