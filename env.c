@@ -1526,6 +1526,9 @@ void eval_print(const EvalResult *r, const char *policy, FILE *f) {
             policy, r->sessions, r->ops.inserts, r->ops.updates, r->ops.deletes, r->ops.noops,
             r->ops.invalid, r->ops.overflow, r->malformed, r->questions_skipped,
             r->evidence_skipped);
+    if (r->outputs > 0)
+        fprintf(f, "eval policy=%s sessions=%d outputs=%d parseable=%.4f\n", policy, r->sessions,
+                r->outputs, 1.0 - (double)r->malformed / r->outputs);
     fprintf(f,
             "eval policy=%s episodes=%d sessions=%d questions=%d f1=%.4f bleu1=%.4f em=%.4f "
             "mfail=%.4f mem_words=%.1f\n",

@@ -205,6 +205,7 @@ typedef struct {
     double mem_words;          // mean words in the final bank
     MemoryStats ops;           // summed over episodes
     int malformed;             // unparsable role outputs (model policies)
+    int outputs;               // role outputs produced (model policies; 0 for baselines)
     int per_cat_n[8];          // per-category counts and F1 sums (category 0..7)
     double per_cat_f1[8];
     long mfail_missing, mfail_total;  // M-Fail counts (distinct evidence ids per episode)

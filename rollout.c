@@ -69,7 +69,8 @@ int lane_init(Lane *l, const Env *env, const Episode *ep, int first, int last,
     if (with_snapshots) {
         size_t bytes = memory_snapshot_bytes(&l->bank);
         l->snapshots = malloc(bytes * (size_t)(last - first + 2));
-        if (!l->snapshots) {
+        l->counters = calloc((size_t)(last - first + 2), sizeof(LaneCounters));
+        if (!l->snapshots || !l->counters) {
             fprintf(stderr, "rollout: out of memory for %d snapshots of %zu bytes\n",
                     last - first + 2, bytes);
             lane_free(l);
@@ -83,7 +84,9 @@ void lane_free(Lane *l) {
     memory_free(&l->bank);
     written_free(&l->written);
     free(l->snapshots);
+    free(l->counters);
     l->snapshots = NULL;
+    l->counters = NULL;
 }
 
 void lane_restore(Lane *l, const void *snapshot) { memory_restore(&l->bank, snapshot); }
@@ -91,6 +94,18 @@ void lane_restore(Lane *l, const void *snapshot) { memory_restore(&l->bank, snap
 static unsigned char *lane_snapshot_slot(const Lane *l, int session) {
     size_t bytes = memory_snapshot_bytes(&l->bank);
     return l->snapshots + bytes * (size_t)(session - (l->first_session - 1));
+}
+
+// Snapshot the bank and the counters after `session`.
+static void lane_take_snapshot(Lane *l, int session) {
+    memory_snapshot(&l->bank, lane_snapshot_slot(l, session));
+    l->counters[session - (l->first_session - 1)] =
+        (LaneCounters){.stats = l->stats, .malformed = l->malformed, .outputs = l->outputs};
+}
+
+const LaneCounters *lane_counters(const Lane *l, int session) {
+    if (!l->counters || session < l->first_session - 1 || session > l->last_session) return NULL;
+    return &l->counters[session - (l->first_session - 1)];
 }
 
 const void *lane_snapshot(const Lane *l, int session) {
@@ -239,8 +254,7 @@ int rollout_run(const Env *env, Lane *lanes, int n_lanes, const Actor *a, Rng *r
         n_steps[i] = lane_steps(env, &lanes[i], &steps[i]);
         if (n_steps[i] < 0) goto done;
         if (n_steps[i] > most) most = n_steps[i];
-        if (lanes[i].snapshots)
-            memory_snapshot(&lanes[i].bank, lane_snapshot_slot(&lanes[i], lanes[i].first_session - 1));
+        if (lanes[i].snapshots) lane_take_snapshot(&lanes[i], lanes[i].first_session - 1);
     }
 
     for (int k = 0; k < most; k++) {
@@ -315,7 +329,7 @@ int rollout_run(const Env *env, Lane *lanes, int n_lanes, const Actor *a, Rng *r
                 // the session's last chunk: snapshot the bank after the manager ran
                 if (role == ROLE_MANAGE && l->snapshots &&
                     (k + 1 == n_steps[i] || steps[i][k + 1].session != st.session))
-                    memory_snapshot(&l->bank, lane_snapshot_slot(l, st.session));
+                    lane_take_snapshot(l, st.session);
             }
         }
     }
@@ -324,9 +338,11 @@ int rollout_run(const Env *env, Lane *lanes, int n_lanes, const Actor *a, Rng *r
         Lane *l = &lanes[i];
         if (!l->snapshots) continue;
         for (int s = l->first_session; s <= l->last_session; s++)
-            if (env_num_chunks(env, l->ep, s) == 0)
+            if (env_num_chunks(env, l->ep, s) == 0) {
                 memcpy(lane_snapshot_slot(l, s), lane_snapshot_slot(l, s - 1),
                        memory_snapshot_bytes(&l->bank));
+                l->counters[s - (l->first_session - 1)] = l->counters[s - l->first_session];
+            }
     }
     rc = 0;
 done:

@@ -41,6 +41,14 @@ void turns_clear(TurnBuffer *tb);
 void turns_free(TurnBuffer *tb);
 int turns_count(const TurnBuffer *tb);
 
+// What a lane has done so far: kept per session next to the snapshots, so an evaluation at
+// horizon h reports the operations of sessions 1..h only.
+typedef struct {
+    MemoryStats stats;
+    int malformed;                    // role outputs that broke the grammar
+    int outputs;                      // role outputs produced
+} LaneCounters;
+
 typedef struct {
     const Episode *ep;
     int first_session, last_session;  // 1-based, inclusive
@@ -50,8 +58,9 @@ typedef struct {
     int malformed;                    // role outputs that broke the grammar
     int outputs;                      // role outputs produced
     // Optional: snapshots[t] = bank after session t (t = first_session-1 .. last_session), each
-    // memory_snapshot_bytes() long; NULL = no snapshots.
+    // memory_snapshot_bytes() long, and the counters at that point; NULL = no snapshots.
     unsigned char *snapshots;
+    LaneCounters *counters;
     int is_local;
 } Lane;
 
@@ -84,6 +93,8 @@ void lane_free(Lane *l);
 // Start a lane from a snapshot (bank state before its first session) instead of empty.
 void lane_restore(Lane *l, const void *snapshot);
 const void *lane_snapshot(const Lane *l, int session);
+// The lane's counters after `session` (requires snapshots), or NULL.
+const LaneCounters *lane_counters(const Lane *l, int session);
 
 // Run every lane through its sessions. rng drives sampling seeds and teacher noise.
 // Returns 0, or -1 if the model refused a call (message on stderr).

@@ -524,10 +524,12 @@ static int eval_model(Trainer *tr, const Model *m_policy, const Dataset *ds, int
             if (horizons[h] > l->last_session) continue;
             memory_restore(&bank, lane_snapshot(l, horizons[h]));
             eval_add_episode(&tr->env, l->ep, horizons[h], &bank, &l->written, &res[h]);
-            res[h].ops.inserts += l->stats.inserts, res[h].ops.updates += l->stats.updates;
-            res[h].ops.deletes += l->stats.deletes, res[h].ops.noops += l->stats.noops;
-            res[h].ops.invalid += l->stats.invalid, res[h].ops.overflow += l->stats.overflow;
-            res[h].malformed += l->malformed;
+            const LaneCounters *c = lane_counters(l, horizons[h]);
+            res[h].ops.inserts += c->stats.inserts, res[h].ops.updates += c->stats.updates;
+            res[h].ops.deletes += c->stats.deletes, res[h].ops.noops += c->stats.noops;
+            res[h].ops.invalid += c->stats.invalid, res[h].ops.overflow += c->stats.overflow;
+            res[h].malformed += c->malformed;
+            res[h].outputs += c->outputs;
         }
         eval_finish(&res[h]);
     }
@@ -1026,7 +1028,7 @@ static int run_curriculum(Trainer *tr) {
                 val_f1 = validate(tr, tr->model, H);
                 if (val_f1 < 0) goto done;
                 arrput(val_pts, ((CurvePoint){(float)tr->global_step, (float)val_f1}));
-                if (val_f1 > best_f1) {
+                if (val_f1 >= best_f1) {  // on a tie, the policy that trained longer
                     best_f1 = val_f1;
                     BACKEND->get_params(tr->model, best);
                     if (save_params(tr, tr->model, name, scratch) != 0) goto done;
@@ -1126,10 +1128,11 @@ static int final_table(Trainer *tr, const float *sft_params) {
                     "{\"policy\":\"%s\",\"sessions\":%d,\"episodes\":%d,\"questions\":%d,"
                     "\"f1\":%.5f,\"bleu1\":%.5f,\"em\":%.5f,\"mfail\":%.5f,"
                     "\"mem_words\":%.2f,\"ops_insert\":%d,\"ops_update\":%d,"
-                    "\"ops_delete\":%d,\"ops_noop\":%d,\"ops_invalid\":%d,\"malformed\":%d}\n",
+                    "\"ops_delete\":%d,\"ops_noop\":%d,\"ops_invalid\":%d,\"malformed\":%d,"
+                    "\"outputs\":%d}\n",
                     rows[r], hs[h], e->episodes, e->questions, e->f1, e->bleu1, e->em, e->mfail,
                     e->mem_words, e->ops.inserts, e->ops.updates, e->ops.deletes, e->ops.noops,
-                    e->ops.invalid, e->malformed);
+                    e->ops.invalid, e->malformed, e->outputs);
         }
     }
     if (j) fclose(j);
@@ -1152,6 +1155,17 @@ static int final_table(Trainer *tr, const float *sft_params) {
                 fprintf(o, " %.3f | %.3f | %.3f |", res[r][h].f1, res[r][h].bleu1, res[r][h].mfail);
             fprintf(o, "\n");
         }
+        // How often the learned policies wrote something the parsers accept (issue: >= 95%).
+        for (int r = 2; r <= 3; r++) {
+            if (r == 2 && !sft_params) continue;
+            const EvalResult *e = &res[r][nh - 1];
+            fprintf(o, "\n%s: %d role outputs over %d sessions, %.1f%% parseable, ops "
+                       "insert/update/delete/noop %d/%d/%d/%d, %d invalid",
+                    rows[r], e->outputs, hs[nh - 1],
+                    e->outputs ? 100.0 * (1.0 - (double)e->malformed / e->outputs) : 0.0,
+                    e->ops.inserts, e->ops.updates, e->ops.deletes, e->ops.noops, e->ops.invalid);
+        }
+        fprintf(o, "\n");
     }
     if (f) fclose(f);
     else fprintf(stderr, "warning: cannot write %s: %s\n", path, strerror(errno));
