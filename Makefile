@@ -37,6 +37,8 @@ help:
 	@echo "make test           the whole test suite (ends with 'N passed, N failed')"
 	@echo "make test_asan      the suite under AddressSanitizer + UBSan"
 	@echo "make test_kernels   CUDA kernels on the CPU through dev/cuda_cpu.h vs model.c"
+	@echo "                    (CUDA_CPU_ORDER=fwd|rev|rand; make test_kernels_guard / _asan;"
+	@echo "                    make test_kernels_gpu: the same test built by nvcc for a real GPU)"
 	@echo "make bench          speed: train_tok_s, decode_tok_s, snapshot_gb_s, vs PyTorch"
 	@echo "make deps           install the Debian packages (needs root)"
 
@@ -47,6 +49,7 @@ deps:
 
 # ---- release flavour ------------------------------------------------------------------------
 REL := build/rel
+EMU := build/emu
 $(REL)/%.o: %.c $(wildcard *.h) | $(REL)/data $(REL)/tests $(REL)/dev
 	$(CC) $(CSTD) $(WARN) $(OPT) -I. -c $< -o $@
 $(REL)/data $(REL)/tests $(REL)/dev build/san/data build/san/tests build/san/dev build/emu:
@@ -83,8 +86,9 @@ bench_memory: $(REL)/dev/bench_memory
 $(REL)/tests/%: $(REL)/tests/%.o $(addprefix $(REL)/,$(CORE_SRC:.c=.o))
 	$(CC) $(OPT) $^ $(LIBS) -o $@
 
-test: $(addprefix $(REL)/tests/,$(TESTS)) gen_episodes train_cpu
-	tests/run.sh $(addprefix $(REL)/tests/,$(TESTS))
+# Every test program, the CUDA kernels under emulation included (lane order: CUDA_CPU_ORDER).
+test: $(addprefix $(REL)/tests/,$(TESTS)) gen_episodes train_cpu $(EMU)/test_kernels
+	tests/run.sh $(addprefix $(REL)/tests/,$(TESTS)) $(EMU)/test_kernels
 
 # ---- sanitizer flavour ----------------------------------------------------------------------
 SANB := build/san
@@ -109,6 +113,7 @@ GPUB := build/gpu
 $(GPUB)/%.o: %.c $(wildcard *.h) | $(GPUB)
 	$(CC) $(CSTD) $(WARN) $(OPT) -DMEMR2_GPU -I. -c $< -o $@
 $(GPUB)/kernels.o: kernels.cu kernels.h model.h dev/cuda_cpu.h dev/cuda_cpu_blas.h | $(GPUB)
+	@test -n "$(NVCC)" || { echo "nvcc not found: install the CUDA toolkit to build train_gpu"; exit 1; }
 	$(NVCC) -O3 -std=c++17 $(NVCC_GENCODE) -I. -c $< -o $@
 $(GPUB):
 	mkdir -p $@
@@ -119,7 +124,7 @@ train_gpu: $(addprefix $(GPUB)/,$(TRAIN_SRC:.c=.o) $(CORE_SRC:.c=.o)) $(GPUB)/ke
 
 # The kernel test on a real GPU (nvcc; CI can only build it). Run: make test_kernels_gpu
 .PHONY: test_kernels_gpu
-$(GPUB)/test_kernels.o: tests/test_kernels.cu tests/check.h kernels.h model.h dev/cuda_cpu.h | $(GPUB)
+$(GPUB)/test_kernels.o: tests/test_kernels.cu tests/check.h kernels.h model.h dev/cuda_cpu.h dev/cuda_cpu_blas.h | $(GPUB)
 	$(NVCC) -O2 -std=c++17 $(NVCC_GENCODE) -I. -x cu -c $< -o $@
 $(GPUB)/test_kernels: $(GPUB)/test_kernels.o $(GPUB)/kernels.o $(GPUB)/model.o
 	$(NVCC) -Xcompiler -fopenmp $(NVCC_GENCODE) $^ $(LIBS) -lcublas -lcurand -o $@
@@ -130,7 +135,6 @@ test_kernels_gpu: $(GPUB)/test_kernels
 # kernels.cu and the test compiled as C++ by g++ through dev/cuda_cpu.h (CUDA threads as fibers),
 # linked with model.c compiled as C (the release object). CI runs it in two lane orders and once
 # in guard mode:  make test_kernels && CUDA_CPU_ORDER=rev make test_kernels && make test_kernels_guard
-EMU := build/emu
 EMU_CXX := $(CXX) -std=c++17 -O2 -g $(WARN) -fstack-clash-protection -fopenmp -I. -x c++
 EMU_DEPS := kernels.h model.h rng.h dev/cuda_cpu.h dev/cuda_cpu_blas.h
 $(EMU)/kernels.o: kernels.cu $(EMU_DEPS) | $(EMU)
@@ -141,6 +145,10 @@ $(EMU)/test_kernels: $(EMU)/test_kernels.o $(EMU)/kernels.o $(REL)/model.o
 	$(CXX) -fopenmp $^ -lopenblas -lm -o $@
 test_kernels: $(EMU)/test_kernels
 	tests/run.sh $(EMU)/test_kernels
+# The whole trainer on the emulated GPU backend (slow: for checking that train.c runs unchanged
+# on gpu_backend; the GPU-flavour C objects need gcc only).
+$(EMU)/train_emu: $(addprefix $(GPUB)/,$(TRAIN_SRC:.c=.o) $(CORE_SRC:.c=.o)) $(EMU)/kernels.o
+	$(CXX) -fopenmp $^ $(LIBS) -o $@
 # Guard mode: device buffers end at a PROT_NONE page, divergent __syncthreads is fatal.
 .PHONY: test_kernels_guard test_kernels_asan
 test_kernels_guard: $(EMU)/test_kernels
