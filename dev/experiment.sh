@@ -11,6 +11,7 @@
 #
 #   dev/experiment.sh                      # defaults below; STEPS, SEEDS, OUT override
 #   STEPS=4,2,1 SEEDS="1 2 3" dev/experiment.sh
+#   TRAIN=/path/to/train_cpu dev/experiment.sh   # a fixed binary (no rebuild)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS=${STEPS:-6,3,2}
@@ -18,12 +19,15 @@ SEEDS=${SEEDS:-1 2 3}
 OUT=${OUT:-out/experiment}
 EXTRA=${EXTRA:-}
 mkdir -p "$OUT"
-make -s train_cpu gen_episodes
+if [ -z "${TRAIN:-}" ]; then
+    make -s train_cpu gen_episodes
+    TRAIN=./train_cpu
+fi
 start=$(date +%s)
 
 # One warm start shared by every arm, so the arms differ only in the RL algorithm.
 if [ ! -f "$OUT/sft/sft.bin" ]; then
-    ./train_cpu --algo sft -o "$OUT/sft" --seed 1 -q $EXTRA | tail -n 12
+    "$TRAIN" --algo sft -o "$OUT/sft" --seed 1 -q $EXTRA | tail -n 12
 fi
 
 for reward in session trajectory; do
@@ -37,7 +41,7 @@ for reward in session trajectory; do
                 direct) flags="--algo logo --direct" ;;
             esac
             t0=$(date +%s)
-            ./train_cpu --init "$OUT/sft/sft.bin" $flags --reward "$reward" --seed "$seed" \
+            "$TRAIN" --init "$OUT/sft/sft.bin" $flags --reward "$reward" --seed "$seed" \
                 --stage-steps "$STEPS" -o "$dir" -q $EXTRA > "$dir.log" 2>&1 \
                 || { echo "run $dir failed: see $dir.log"; exit 1; }
             echo "$dir: $(( $(date +%s) - t0 ))s"
