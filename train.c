@@ -1175,6 +1175,19 @@ static int final_table(Trainer *tr, const float *sft_params) {
 // ---------------------------------------------------------------------------------------------
 // --eval: a baseline or a checkpoint on any LoCoMo-format file
 
+// A checkpoint's vocabulary is the vocab.txt in the same directory: token ids mean nothing
+// without it (the order of words is by frequency in the data the run was trained on).
+static Vocab *load_sibling_vocab(const char *ckpt_path) {
+    char vpath[4096], err[1024];
+    snprintf(vpath, sizeof vpath, "%s", ckpt_path);
+    char *slash = strrchr(vpath, '/');
+    size_t off = slash ? (size_t)(slash + 1 - vpath) : 0;
+    snprintf(vpath + off, sizeof vpath - off, "vocab.txt");
+    Vocab *v = vocab_load(vpath, err, sizeof err);
+    if (!v) fprintf(stderr, "error: the vocabulary of %s: %s\n", ckpt_path, err);
+    return v;
+}
+
 static Model *create_model(const ModelConfig *cfg, int maxB, uint64_t seed) {
     const char *why = model_config_check(cfg);
     if (why) {
@@ -1210,26 +1223,21 @@ static int run_eval(const Options *o) {
         goto done;
     }
     // A checkpoint: its config from the header, its vocabulary from vocab.txt beside it.
-    char err[1024], vpath[4096];
+    char err[1024];
     float *params = NULL;
     if (checkpoint_load(o->eval_policy, &tr.mcfg, &params, err, sizeof err) != 0) {
         fprintf(stderr, "error: --eval wants none, store-turns, insert-only, oracle or a "
                         "checkpoint file: %s\n", err);
         goto done;
     }
-    snprintf(vpath, sizeof vpath, "%s", o->eval_policy);
-    char *slash = strrchr(vpath, '/');
-    snprintf(slash ? slash + 1 : vpath, sizeof vpath - (size_t)(slash ? slash + 1 - vpath : 0),
-             "vocab.txt");
-    tr.vocab = vocab_load(vpath, err, sizeof err);
+    tr.vocab = load_sibling_vocab(o->eval_policy);
     if (!tr.vocab) {
-        fprintf(stderr, "error: the checkpoint's vocabulary: %s\n", err);
         free(params);
         goto done;
     }
     if (vocab_size(tr.vocab) != tr.mcfg.V) {
-        fprintf(stderr, "error: %s has %d words but the checkpoint %s expects V=%d\n", vpath,
-                vocab_size(tr.vocab), o->eval_policy, tr.mcfg.V);
+        fprintf(stderr, "error: the vocab.txt beside %s has %d words but the checkpoint expects "
+                        "V=%d\n", o->eval_policy, vocab_size(tr.vocab), tr.mcfg.V);
         free(params);
         goto done;
     }
@@ -1275,7 +1283,9 @@ static int run_training(const Options *o) {
                 tr.val.n, tr.test.n);
         goto done;
     }
-    tr.vocab = vocab_build(&tr.train, o->vocab_max);
+    // A run that starts from a checkpoint keeps that checkpoint's vocabulary.
+    tr.vocab = o->init_path ? load_sibling_vocab(o->init_path)
+                            : vocab_build(&tr.train, o->vocab_max);
     if (!tr.vocab) goto done;
     tr.env.vocab = tr.vocab;
     char path[4096], err[1024];
