@@ -89,6 +89,12 @@ typedef struct {
     int *len;      // (n) number of generated tokens (includes the stop token if one came)
 } SampleResult;
 
+// Nucleus (top-p) selection on a probability vector probs (V): the smallest set of most probable
+// tokens whose total mass is >= top_p, ties in probability broken by the lower id. Writes their
+// ids to keep (room for V ints), most probable first, and returns how many. top_p >= 1 keeps
+// all V (in id order). The sampler uses exactly this function (model.c).
+int sample_top_p(const float *probs, int V, float top_p, int *keep);
+
 // ---------------------------------------------------------------------------------------------
 // A backend: the CPU reference (model.c, cpu_backend) or the GPU (kernels.cu, gpu_backend).
 // Every array argument is host memory; the backend copies to and from the device as needed.
@@ -161,5 +167,15 @@ int train_state_save(const char *path, const ModelConfig *cfg, const TrainState 
 // Allocates st->mom, st->vel, st->blob (caller frees); the config must match cfg.
 int train_state_load(const char *path, const ModelConfig *cfg, TrainState *st, char *err,
                      size_t errlen);
+
+// ---------------------------------------------------------------------------------------------
+// CPU matmul, exposed for the tests and the GPU kernels' comparison:
+// out (N, OC) = inp (N, IC) W^T + bias, W (OC, IC); bias may be NULL.
+// matmul_forward is the production path (cblas_sgemm, split over the OpenMP threads);
+// matmul_reference is the plain-loop definition it is tested against.
+void matmul_forward(float *out, const float *inp, const float *weight, const float *bias, int N,
+                    int IC, int OC);
+void matmul_reference(float *out, const float *inp, const float *weight, const float *bias,
+                      int N, int IC, int OC);
 
 #endif
