@@ -1450,32 +1450,7 @@ static void prefill(Model *m, const int *toks, const int *plen, int nb, int Tp) 
 static int gpu_sample(Model *m, const SampleRequest *req, SampleResult *out) {
     const ModelConfig *cfg = &m->cfg;
     int V = cfg->V, C = cfg->C;
-    if (!req || !out || req->n < 0 || !out->tokens || !out->logp || !out->len ||
-        req->max_new < 0 || !(req->top_p > 0.0f) || (req->n_stop > 0 && !req->stop)) {
-        fprintf(stderr, "gpu sample: bad arguments\n");
-        return -1;
-    }
-    for (int i = 0; i < req->n; i++) {
-        int pl = req->prompt_len[i];
-        if (pl < 1 || pl > req->prompt_stride || pl + req->max_new > cfg->maxT) {
-            fprintf(stderr, "gpu sample: prompt %d has length %d (stride %d, max_new %d, maxT %d)\n",
-                    i, pl, req->prompt_stride, req->max_new, cfg->maxT);
-            return -1;
-        }
-        for (int t = 0; t < pl; t++) {
-            int tok = req->prompts[(size_t)i * req->prompt_stride + t];
-            if (tok < 0 || tok >= V) {
-                fprintf(stderr, "gpu sample: prompt %d token %d outside [0, %d)\n", i, tok, V);
-                return -1;
-            }
-        }
-    }
-    size_t nm = (size_t)req->n * req->max_new;
-    for (size_t i = 0; i < nm; i++) {
-        out->tokens[i] = -1;
-        out->logp[i] = 0.0f;
-    }
-    for (int i = 0; i < req->n; i++) out->len[i] = 0;
+    if (sample_request_check(req, out, cfg, "gpu sample") != 0) return -1;
     if (req->n == 0 || req->max_new == 0) return 0;
     if (!m->have_decode && !alloc_decode(m)) return -1;
     // Seed and rewind: the same seed gives the same samples whatever ran before.

@@ -1098,27 +1098,27 @@ static int sample_row(const float *z, int V, float temperature, float top_p, Rng
     return tok;
 }
 
-static int model_sample(Model *m, const SampleRequest *req, SampleResult *out) {
-    const ModelConfig *cfg = &m->cfg;
+int sample_request_check(const SampleRequest *req, const SampleResult *out,
+                         const ModelConfig *cfg, const char *who) {
     int V = cfg->V;
     if (!req || !out || req->n < 0 || req->max_new < 0 || !(req->top_p > 0.0f) ||
         req->n_stop < 0 || (req->n_stop > 0 && !req->stop) ||
         (req->n > 0 && (!req->prompts || !req->prompt_len || !out->tokens || !out->logp ||
                         !out->len))) {
-        fprintf(stderr, "model sample: bad arguments\n");
+        fprintf(stderr, "%s: bad arguments\n", who);
         return -1;
     }
     for (int i = 0; i < req->n; i++) {
         int pl = req->prompt_len[i];
         if (pl < 1 || pl > req->prompt_stride || pl + req->max_new > cfg->maxT) {
-            fprintf(stderr, "model sample: prompt %d has length %d (stride %d, max_new %d, "
-                            "maxT %d)\n", i, pl, req->prompt_stride, req->max_new, cfg->maxT);
+            fprintf(stderr, "%s: prompt %d has length %d (stride %d, max_new %d, maxT %d)\n",
+                    who, i, pl, req->prompt_stride, req->max_new, cfg->maxT);
             return -1;
         }
         for (int t = 0; t < pl; t++) {
             int tok = req->prompts[(size_t)i * req->prompt_stride + t];
             if (tok < 0 || tok >= V) {
-                fprintf(stderr, "model sample: prompt %d token %d outside [0, %d)\n", i, tok, V);
+                fprintf(stderr, "%s: prompt %d token %d outside [0, %d)\n", who, i, tok, V);
                 return -1;
             }
         }
@@ -1129,6 +1129,13 @@ static int model_sample(Model *m, const SampleRequest *req, SampleResult *out) {
         out->logp[i] = 0.0f;
     }
     for (int i = 0; i < req->n; i++) out->len[i] = 0;
+    return 0;
+}
+
+static int model_sample(Model *m, const SampleRequest *req, SampleResult *out) {
+    const ModelConfig *cfg = &m->cfg;
+    int V = cfg->V;
+    if (sample_request_check(req, out, cfg, "model sample") != 0) return -1;
     if (req->n == 0 || req->max_new == 0) return 0;
     if (!m->kv_mem && alloc_sampling(m) != 0) return -1;
 

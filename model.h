@@ -89,6 +89,11 @@ typedef struct {
     int *len;      // (n) number of generated tokens (includes the stop token if one came)
 } SampleResult;
 
+// Validates a sample request against cfg (message prefixed by who on stderr) and clears the
+// outputs (tokens -1, logp 0, len 0). Both backends start sample() with it. 0 or -1.
+int sample_request_check(const SampleRequest *req, const SampleResult *out,
+                         const ModelConfig *cfg, const char *who);
+
 // Nucleus (top-p) selection on a probability vector probs (V): the smallest set of most probable
 // tokens whose total mass is >= top_p, ties in probability broken by the lower id. Writes their
 // ids to keep (room for V ints), most probable first, and returns how many. top_p >= 1 keeps
