@@ -520,17 +520,22 @@ static int eval_model(Trainer *tr, const Model *m_policy, const Dataset *ds, int
     for (int h = 0; h < n_h; h++) {
         memset(&res[h], 0, sizeof res[h]);
         for (int e = 0; e < n; e++) {
+            // An episode shorter than the horizon counts with all its sessions, as in the
+            // baselines (eval_baseline).
             const Lane *l = &lanes[e];
-            if (horizons[h] > l->last_session) continue;
-            memory_restore(&bank, lane_snapshot(l, horizons[h]));
-            eval_add_episode(&tr->env, l->ep, horizons[h], &bank, &l->written, &res[h]);
-            const LaneCounters *c = lane_counters(l, horizons[h]);
+            int H = min_int(horizons[h], l->last_session);
+            memory_restore(&bank, lane_snapshot(l, H));
+            eval_add_episode(&tr->env, l->ep, H, &bank, &l->written, &res[h]);
+            const LaneCounters *c = lane_counters(l, H);
             res[h].ops.inserts += c->stats.inserts, res[h].ops.updates += c->stats.updates;
             res[h].ops.deletes += c->stats.deletes, res[h].ops.noops += c->stats.noops;
             res[h].ops.invalid += c->stats.invalid, res[h].ops.overflow += c->stats.overflow;
             res[h].malformed += c->malformed;
             res[h].outputs += c->outputs;
         }
+        res[h].sessions = horizons[h];
+        res[h].questions_skipped = ds->questions_skipped;
+        res[h].evidence_skipped = ds->evidence_skipped;
         eval_finish(&res[h]);
     }
     if (tr->opt.show_bank && n > 0) {

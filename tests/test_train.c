@@ -232,6 +232,15 @@ static void test_end_to_end(const char *train_bin, const char *data) {
              "bleu1=[0-9.]+ em=[0-9.]+ mfail=[0-9.]+ mem_words=[0-9.]+'",
              train_bin, tmpdir, data);
     CHECK(run(cmd) == 0, "--eval CHECKPOINT prints the summary line");
+    // Real-LoCoMo quirks (episodes shorter than the horizon, unscorable questions): every
+    // episode is counted and the skips are reported, as for the baselines.
+    snprintf(cmd, sizeof cmd,
+             "%s --eval %s/out0/final.bin -d data/fixtures/locomo_quirks.json > %s/quirks.txt && "
+             "grep -q 'episodes=2 sessions=3 questions=7 ' %s/quirks.txt && "
+             "grep -q 'skipped_questions=2 skipped_evidence=3' %s/quirks.txt",
+             train_bin, tmpdir, tmpdir, tmpdir, tmpdir);
+    CHECK(run(cmd) == 0, "a checkpoint evaluates the LoCoMo quirks fixture (see %s/quirks.txt)",
+          tmpdir);
     // Bad input: a clear error, not a crash.
     snprintf(cmd, sizeof cmd, "%s --eval %s/out0/vocab.txt -d %s > %s/bad.txt 2>&1", train_bin,
              tmpdir, data, tmpdir);
