@@ -80,14 +80,14 @@ static void options_default(Options *o) {
     o->train_path = "data/train.json";
     o->val_path = "data/val.json";
     o->test_path = "data/test.json";
-    o->gen_train = 16, o->gen_val = 4, o->gen_test = 8, o->gen_sessions = 32;
+    o->gen_train = 64, o->gen_val = 4, o->gen_test = 8, o->gen_sessions = 32;
     o->out_dir = "out";
     o->seed = 1;
     o->layers = 4, o->heads = 4, o->channels = 128, o->max_seq = 256, o->max_batch = 32;
     o->vocab_max = 4096;
-    o->sft_steps = 1000, o->sft_lr = 2e-3f, o->teacher_noise = 0.2f, o->sft_batch = 32;
+    o->sft_steps = 3000, o->sft_lr = 2e-3f, o->teacher_noise = 0.2f, o->sft_batch = 32;
     o->algo = ALGO_LOGO;
-    o->stage_steps[0] = 8, o->stage_steps[1] = 4, o->stage_steps[2] = 2;
+    o->stage_steps[0] = 16, o->stage_steps[1] = 8, o->stage_steps[2] = 4;
     o->horizons[0] = 8, o->horizons[1] = 16, o->horizons[2] = 32;
     o->lr = 3e-5f;
     o->turns_per_update = 128;
