@@ -55,7 +55,8 @@ $(REL)/%.o: %.c $(wildcard *.h) | $(REL)/data $(REL)/tests $(REL)/dev
 $(REL)/data $(REL)/tests $(REL)/dev build/san/data build/san/tests build/san/dev build/emu:
 	mkdir -p $@
 
-train_cpu: $(addprefix $(REL)/,$(TRAIN_SRC:.c=.o) $(CORE_SRC:.c=.o))
+# The trainer makes its default data with the generator beside it, so it builds that too.
+train_cpu: $(addprefix $(REL)/,$(TRAIN_SRC:.c=.o) $(CORE_SRC:.c=.o)) | gen_episodes
 	$(CC) $(OPT) $^ $(LIBS) -o $@
 gen_episodes: $(REL)/data/gen_episodes.o
 	$(CC) $(OPT) $^ $(LIBS) -o $@
@@ -117,7 +118,7 @@ $(GPUB)/kernels.o: kernels.cu kernels.h model.h dev/cuda_cpu.h dev/cuda_cpu_blas
 	$(NVCC) -O3 -std=c++17 $(NVCC_GENCODE) -I. -c $< -o $@
 $(GPUB):
 	mkdir -p $@
-train_gpu: $(addprefix $(GPUB)/,$(TRAIN_SRC:.c=.o) $(CORE_SRC:.c=.o)) $(GPUB)/kernels.o
+train_gpu: $(addprefix $(GPUB)/,$(TRAIN_SRC:.c=.o) $(CORE_SRC:.c=.o)) $(GPUB)/kernels.o | gen_episodes
 	@test -n "$(NVCC)" || { echo "nvcc not found: install the CUDA toolkit to build train_gpu"; exit 1; }
 	@echo "train_gpu: nvcc $(NVCC), archs $(addprefix sm_,$(GPU_ARCHS))"
 	$(NVCC) -Xcompiler -fopenmp $(NVCC_GENCODE) $^ $(LIBS) -lcublas -lcurand -o $@
