@@ -62,6 +62,22 @@ static inline float fast_expf(float x) {
     return p * sc.f;
 }
 
+// Softmax over row[0..last] (the positions a query may attend to); row[last+1..len) = 0.
+static inline void softmax_causal_row(float *row, int last, int len) {
+    float mx = -INFINITY, sum = 0.0f;
+#pragma omp simd reduction(max : mx)
+    for (int t2 = 0; t2 <= last; t2++) mx = row[t2] > mx ? row[t2] : mx;
+#pragma omp simd reduction(+ : sum)
+    for (int t2 = 0; t2 <= last; t2++) {
+        row[t2] = fast_expf(row[t2] - mx);
+        sum += row[t2];
+    }
+    float inv = 1.0f / sum;
+    for (int t2 = 0; t2 <= last; t2++) row[t2] *= inv;
+    for (int t2 = last + 1; t2 < len; t2++) row[t2] = 0.0f;
+}
+
+
 // tanh(u) = 1 - 2 / (e^{2u} + 1): absolute error ~1e-7, saturates cleanly to +-1.
 static inline float fast_tanhf(float u) { return 1.0f - 2.0f / (fast_expf(2.0f * u) + 1.0f); }
 
@@ -340,17 +356,7 @@ static void attention_forward(float *out, float *att, const float *qkv, int B, i
                             q + (size_t)q0 * C3, C3, q + C, C3, 0.0f, ab, T);
                 for (int t = q0; t < nk; t++) {
                     float *row = a + (size_t)t * T;
-                    float mx = -INFINITY, sum = 0.0f;
-#pragma omp simd reduction(max : mx)
-                    for (int t2 = 0; t2 <= t; t2++) mx = row[t2] > mx ? row[t2] : mx;
-#pragma omp simd reduction(+ : sum)
-                    for (int t2 = 0; t2 <= t; t2++) {
-                        row[t2] = fast_expf(row[t2] - mx);
-                        sum += row[t2];
-                    }
-                    float inv = 1.0f / sum;
-                    for (int t2 = 0; t2 <= t; t2++) row[t2] *= inv;
-                    for (int t2 = t + 1; t2 < T; t2++) row[t2] = 0.0f;
+                    softmax_causal_row(row, t, T);
                 }
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hs, nk, 1.0f, ab, T,
                             q + 2 * C, C3, 0.0f, out + ((size_t)b * T + q0) * C + (size_t)h * hs,
@@ -1028,17 +1034,7 @@ static void infer_forward(Model *m, const int *tokens, int n, const int *qoff, c
                 for (int t = 0; t < Tq; t++) {
                     float *row = sc + (size_t)t * P;
                     int pos = start[r] + t;
-                    float mx = -INFINITY, sum = 0.0f;
-#pragma omp simd reduction(max : mx)
-                    for (int t2 = 0; t2 <= pos; t2++) mx = row[t2] > mx ? row[t2] : mx;
-#pragma omp simd reduction(+ : sum)
-                    for (int t2 = 0; t2 <= pos; t2++) {
-                        row[t2] = fast_expf(row[t2] - mx);
-                        sum += row[t2];
-                    }
-                    float inv = 1.0f / sum;
-                    for (int t2 = 0; t2 <= pos; t2++) row[t2] *= inv;
-                    for (int t2 = pos + 1; t2 < P; t2++) row[t2] = 0.0f;
+                    softmax_causal_row(row, pos, P);
                 }
                 if (Tq == 1)
                     cblas_sgemv(CblasRowMajor, CblasTrans, P, hs, 1.0f, vb, hs, sc, 1, 0.0f, o, 1);
