@@ -22,7 +22,7 @@ GPU_ARCHS ?= 80 89 90
 NVCC_GENCODE := $(foreach a,$(GPU_ARCHS),-gencode arch=compute_$(a),code=sm_$(a))
 
 # ---- sources -------------------------------------------------------------------------------
-CORE_SRC   := model.c memory.c env.c grpo.c rollout.c
+CORE_SRC   := model.c llama.c memory.c env.c grpo.c rollout.c
 TRAIN_SRC  := train.c
 GEN_SRC    := data/gen_episodes.c
 TESTS      := test_model test_memory test_env test_gen test_grpo test_train
@@ -66,7 +66,7 @@ $(REL)/env.o $(REL)/data/gen_episodes.o build/san/env.o build/san/data/gen_episo
 
 # model speed vs PyTorch (train_tok_s, decode_tok_s, sgemm share); flags: make bench BENCH_FLAGS="-T 256"
 BENCH_FLAGS ?=
-$(REL)/dev/bench_model: $(REL)/dev/bench_model.o $(REL)/model.o
+$(REL)/dev/bench_model: $(REL)/dev/bench_model.o $(REL)/model.o $(REL)/llama.o
 	$(CC) $(OPT) $^ $(LIBS) -o $@
 bench: $(REL)/dev/bench_model
 	@echo "bench threads OMP_NUM_THREADS=$${OMP_NUM_THREADS:-all} OPENBLAS_CORETYPE=$${OPENBLAS_CORETYPE:-unset}"
@@ -127,7 +127,7 @@ train_gpu: $(addprefix $(GPUB)/,$(TRAIN_SRC:.c=.o) $(CORE_SRC:.c=.o)) $(GPUB)/ke
 .PHONY: test_kernels_gpu
 $(GPUB)/test_kernels.o: tests/test_kernels.cu tests/check.h kernels.h model.h dev/cuda_cpu.h dev/cuda_cpu_blas.h | $(GPUB)
 	$(NVCC) -O2 -std=c++17 $(NVCC_GENCODE) -I. -x cu -c $< -o $@
-$(GPUB)/test_kernels: $(GPUB)/test_kernels.o $(GPUB)/kernels.o $(GPUB)/model.o
+$(GPUB)/test_kernels: $(GPUB)/test_kernels.o $(GPUB)/kernels.o $(GPUB)/model.o $(GPUB)/llama.o
 	$(NVCC) -Xcompiler -fopenmp $(NVCC_GENCODE) $^ $(LIBS) -lcublas -lcurand -o $@
 test_kernels_gpu: $(GPUB)/test_kernels
 	tests/run.sh $(GPUB)/test_kernels
@@ -142,7 +142,7 @@ $(EMU)/kernels.o: kernels.cu $(EMU_DEPS) | $(EMU)
 	$(EMU_CXX) -c $< -o $@
 $(EMU)/test_kernels.o: tests/test_kernels.cu tests/check.h $(EMU_DEPS) | $(EMU)
 	$(EMU_CXX) -c $< -o $@
-$(EMU)/test_kernels: $(EMU)/test_kernels.o $(EMU)/kernels.o $(REL)/model.o
+$(EMU)/test_kernels: $(EMU)/test_kernels.o $(EMU)/kernels.o $(REL)/model.o $(REL)/llama.o
 	$(CXX) -fopenmp $^ -lopenblas -lm -o $@
 test_kernels: $(EMU)/test_kernels
 	tests/run.sh $(EMU)/test_kernels
@@ -163,7 +163,7 @@ $(EMUS)/kernels.o: kernels.cu $(EMU_DEPS) | $(EMUS)
 	$(EMUS_CXX) -c $< -o $@
 $(EMUS)/test_kernels.o: tests/test_kernels.cu tests/check.h $(EMU_DEPS) | $(EMUS)
 	$(EMUS_CXX) -c $< -o $@
-$(EMUS)/test_kernels: $(EMUS)/test_kernels.o $(EMUS)/kernels.o $(SANB)/model.o
+$(EMUS)/test_kernels: $(EMUS)/test_kernels.o $(EMUS)/kernels.o $(SANB)/model.o $(SANB)/llama.o
 	$(CXX) $(SAN) $^ -lopenblas -lm -o $@
 test_kernels_asan: $(EMUS)/test_kernels
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 tests/run.sh $(EMUS)/test_kernels

@@ -1038,7 +1038,8 @@ static Model *gpu_create(const ModelConfig *cfg, int maxB, uint64_t seed) {
                 e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
         return NULL;
     }
-    const char *why = model_config_check(cfg);
+    const char *why = cfg && cfg->arch != ARCH_GPT2 ? "not a GPT-2 config"
+                                                    : model_config_check(cfg);
     if (why) {
         fprintf(stderr, "gpu backend: bad config: %s\n", why);
         return NULL;

@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "llama.h"
 #include "rng.h"
 
 #define LN_EPS 1e-5f
@@ -129,8 +130,36 @@ void param_tensors_point(ParamTensors *p, float *flat, const ModelConfig *cfg) {
     }
 }
 
+int model_config_equal(const ModelConfig *a, const ModelConfig *b) {
+    return a->V == b->V && a->maxT == b->maxT && a->L == b->L && a->NH == b->NH &&
+           a->C == b->C && a->arch == b->arch && a->n_kv_heads == b->n_kv_heads &&
+           a->ffn == b->ffn && a->rope_dim == b->rope_dim && a->rope_base == b->rope_base &&
+           a->norm_eps == b->norm_eps && a->tied == b->tied && a->qkv_bias == b->qkv_bias &&
+           a->tokenizer_hash == b->tokenizer_hash;
+}
+
+size_t config_num_params(const ModelConfig *cfg) {
+    if (cfg->arch == ARCH_LLAMA) {
+        size_t s[LLAMA_NUM_TENSORS];
+        return llama_param_sizes(cfg, s);
+    }
+    size_t s[NUM_PARAM_TENSORS];
+    return param_sizes(cfg, s);
+}
+
+void config_params_init(float *flat, const ModelConfig *cfg, uint64_t seed) {
+    if (cfg->arch == ARCH_LLAMA) llama_params_init(flat, cfg, seed);
+    else params_init(flat, cfg, seed);
+}
+
+// Any architecture's config (the checkpoint code's check); GPT-2 wants its Llama fields zero.
 const char *model_config_check(const ModelConfig *cfg) {
     if (!cfg) return "no config";
+    if (cfg->arch == ARCH_LLAMA) return llama_config_check(cfg);
+    if (cfg->arch != ARCH_GPT2) return "unknown architecture";
+    if (cfg->n_kv_heads || cfg->ffn || cfg->rope_dim || cfg->rope_base != 0.0f ||
+        cfg->norm_eps != 0.0f || cfg->tied || cfg->qkv_bias)
+        return "GPT-2 config with Llama fields set";
     if (cfg->V < 1 || cfg->V > (1 << 24)) return "V must be in [1, 2^24]";
     if (cfg->maxT < 1 || cfg->maxT > (1 << 16)) return "maxT must be in [1, 65536]";
     if (cfg->L < 1 || cfg->L > 256) return "L must be in [1, 256]";
@@ -633,7 +662,8 @@ static int alloc_activations(Model *m) {
 }
 
 static Model *model_create(const ModelConfig *cfg, int maxB, uint64_t seed) {
-    const char *why = model_config_check(cfg);
+    const char *why = cfg && cfg->arch != ARCH_GPT2 ? "not a GPT-2 config (use cpu_backend_for)"
+                                                    : model_config_check(cfg);
     if (why) {
         fprintf(stderr, "model: bad config: %s\n", why);
         return NULL;
@@ -1260,12 +1290,50 @@ static int write_file_atomic(const char *path, const int32_t *header, const void
     return 0;
 }
 
+static int32_t float_bits(float x) {
+    int32_t b;
+    memcpy(&b, &x, sizeof b);
+    return b;
+}
+static float bits_float(int32_t b) {
+    float x;
+    memcpy(&x, &b, sizeof x);
+    return x;
+}
+
+// Header slots of the config (model.h, "Checkpoints"); the same in model and state files.
 static void header_put_config(int32_t *h, const ModelConfig *cfg) {
     h[2] = cfg->V;
     h[3] = cfg->maxT;
     h[4] = cfg->L;
     h[5] = cfg->NH;
     h[6] = cfg->C;
+    h[16] = cfg->arch;
+    h[17] = cfg->n_kv_heads;
+    h[18] = cfg->ffn;
+    h[19] = cfg->rope_dim;
+    h[20] = float_bits(cfg->rope_base);
+    h[21] = float_bits(cfg->norm_eps);
+    h[22] = cfg->tied;
+    h[23] = cfg->qkv_bias;
+    h[32] = (int32_t)(uint32_t)(cfg->tokenizer_hash & 0xffffffffu);
+    h[33] = (int32_t)(uint32_t)(cfg->tokenizer_hash >> 32);
+}
+
+static ModelConfig header_get_config(const int32_t *h) {
+    ModelConfig c = {.V = h[2], .maxT = h[3], .L = h[4], .NH = h[5], .C = h[6]};
+    if (h[1] >= 2) {
+        c.arch = h[16];
+        c.n_kv_heads = h[17];
+        c.ffn = h[18];
+        c.rope_dim = h[19];
+        c.rope_base = bits_float(h[20]);
+        c.norm_eps = bits_float(h[21]);
+        c.tied = h[22];
+        c.qkv_bias = h[23];
+        c.tokenizer_hash = (uint64_t)(uint32_t)h[32] | ((uint64_t)(uint32_t)h[33] << 32);
+    }
+    return c;
 }
 
 int checkpoint_save(const char *path, const ModelConfig *cfg, const float *params, char *err,
@@ -1279,8 +1347,7 @@ int checkpoint_save(const char *path, const ModelConfig *cfg, const float *param
     h[0] = CHECKPOINT_MAGIC;
     h[1] = CHECKPOINT_VERSION;
     header_put_config(h, cfg);
-    size_t s[NUM_PARAM_TENSORS];
-    size_t bytes = param_sizes(cfg, s) * sizeof(float);
+    size_t bytes = config_num_params(cfg) * sizeof(float);
     const void *parts[1] = {params};
     return write_file_atomic(path, h, parts, &bytes, 1, err, errlen);
 }
@@ -1304,9 +1371,9 @@ static FILE *open_with_header(const char *path, int32_t *h, int32_t magic, const
         fclose(f);
         return NULL;
     }
-    if (h[1] != CHECKPOINT_VERSION) {
-        snprintf(err, errlen, "%s: %s version %d, this build reads version %d", path, kind, h[1],
-                 CHECKPOINT_VERSION);
+    if (h[1] < 1 || h[1] > CHECKPOINT_VERSION) {
+        snprintf(err, errlen, "%s: %s version %d, this build reads versions 1 to %d", path, kind,
+                 h[1], CHECKPOINT_VERSION);
         fclose(f);
         return NULL;
     }
@@ -1342,15 +1409,14 @@ int checkpoint_load(const char *path, ModelConfig *cfg, float **params, char *er
     int32_t h[HEADER_INTS];
     FILE *f = open_with_header(path, h, CHECKPOINT_MAGIC, "checkpoint", err, errlen);
     if (!f) return -1;
-    ModelConfig c = {.V = h[2], .maxT = h[3], .L = h[4], .NH = h[5], .C = h[6]};
+    ModelConfig c = header_get_config(h);
     const char *why = model_config_check(&c);
     if (why) {
         snprintf(err, errlen, "%s: bad config in header: %s", path, why);
         fclose(f);
         return -1;
     }
-    size_t s[NUM_PARAM_TENSORS];
-    size_t n = param_sizes(&c, s);
+    size_t n = config_num_params(&c);
     // Check the size before allocating: a corrupt header must not ask for terabytes.
     long long left = bytes_left(f);
     if (left != (long long)(n * sizeof(float))) {
@@ -1393,8 +1459,7 @@ int train_state_save(const char *path, const ModelConfig *cfg, const TrainState 
     uint64_t bb = st->blob ? (uint64_t)st->blob_bytes : 0;
     h[7] = (int32_t)(uint32_t)(bb & 0xffffffffu);
     h[8] = (int32_t)(uint32_t)(bb >> 32);
-    size_t s[NUM_PARAM_TENSORS];
-    size_t n = param_sizes(cfg, s);
+    size_t n = config_num_params(cfg);
     const void *parts[5] = {&st->step, st->rng, st->mom, st->vel, st->blob};
     size_t bytes[5] = {sizeof(int64_t), 4 * sizeof(uint64_t), n * sizeof(float),
                        n * sizeof(float), (size_t)bb};
@@ -1409,17 +1474,17 @@ int train_state_load(const char *path, const ModelConfig *cfg, TrainState *st, c
     int32_t h[HEADER_INTS];
     FILE *f = open_with_header(path, h, CHECKPOINT_STATE_MAGIC, "training-state file", err, errlen);
     if (!f) return -1;
-    if (h[2] != cfg->V || h[3] != cfg->maxT || h[4] != cfg->L || h[5] != cfg->NH ||
-        h[6] != cfg->C) {
-        snprintf(err, errlen, "%s: state is for V=%d T=%d L=%d NH=%d C=%d, model is V=%d T=%d "
-                 "L=%d NH=%d C=%d", path, h[2], h[3], h[4], h[5], h[6], cfg->V, cfg->maxT,
-                 cfg->L, cfg->NH, cfg->C);
+    ModelConfig hc = header_get_config(h);
+    if (!model_config_equal(&hc, cfg)) {
+        snprintf(err, errlen, "%s: state is for arch=%d V=%d T=%d L=%d NH=%d C=%d, model is "
+                 "arch=%d V=%d T=%d L=%d NH=%d C=%d (or other fields differ)", path, hc.arch,
+                 h[2], h[3], h[4], h[5], h[6], cfg->arch, cfg->V, cfg->maxT, cfg->L, cfg->NH,
+                 cfg->C);
         fclose(f);
         return -1;
     }
     uint64_t bb = (uint64_t)(uint32_t)h[7] | ((uint64_t)(uint32_t)h[8] << 32);
-    size_t s[NUM_PARAM_TENSORS];
-    size_t n = param_sizes(cfg, s);
+    size_t n = config_num_params(cfg);
     // The exact size is known from the header: check it before allocating anything.
     long long left = bytes_left(f);
     unsigned long long want = sizeof(int64_t) + 4 * sizeof(uint64_t) + 2 * n * sizeof(float) + bb;

@@ -18,13 +18,39 @@
 #include <stddef.h>
 #include <stdint.h>
 
+// Two architectures share this interface: the small GPT-2 the synthetic world trains from
+// scratch (model.c) and the Llama family of pretrained models (llama.h: RMSNorm, rotary
+// positions, SwiGLU, grouped-query attention). A zero-initialised config's extra fields mean
+// GPT-2, so `(ModelConfig){.V = .., .maxT = .., .L = .., .NH = .., .C = ..}` stays a GPT-2.
+typedef enum { ARCH_GPT2 = 0, ARCH_LLAMA = 1 } ModelArch;
+
 typedef struct {
     int V;     // vocabulary size
     int maxT;  // maximum sequence length (positions)
     int L;     // number of transformer blocks
-    int NH;    // attention heads
-    int C;     // channels (C % NH == 0)
+    int NH;    // attention (query) heads
+    int C;     // channels (C % NH == 0; head size hs = C / NH)
+    // ---- Llama family (arch == ARCH_LLAMA); zero for GPT-2 ----
+    int arch;        // ModelArch
+    int n_kv_heads;  // key/value heads, grouped-query attention: NH % n_kv_heads == 0
+    int ffn;         // SwiGLU hidden width F
+    int rope_dim;    // rotary dimensions at the start of each head: even, <= hs
+    float rope_base; // RoPE theta
+    float norm_eps;  // RMSNorm epsilon
+    int tied;        // 1: the output projection is the token embedding
+    int qkv_bias;    // 1: q, k, v projections have biases (Qwen2)
+    // What the token ids mean: a hash of the vocabulary / tokenizer the weights were made with
+    // (0 = not recorded). Carried by checkpoints so a checkpoint paired with another
+    // vocabulary is refused (see the trainer's loaders).
+    uint64_t tokenizer_hash;
 } ModelConfig;
+
+// Field-by-field equality (the struct has padding: never memcmp configs).
+int model_config_equal(const ModelConfig *a, const ModelConfig *b);
+// Number of floats in the flat parameter array of any architecture.
+size_t config_num_params(const ModelConfig *cfg);
+// Seeded initialisation of any architecture (params_init for GPT-2, llama_params_init for Llama).
+void config_params_init(float *flat, const ModelConfig *cfg, uint64_t seed);
 
 #define NUM_PARAM_TENSORS 16
 
@@ -138,19 +164,27 @@ typedef struct {
     int (*sample)(Model *m, const SampleRequest *req, SampleResult *out);
 } ModelBackend;
 
-extern const ModelBackend cpu_backend;  // model.c
-extern const ModelBackend gpu_backend;  // kernels.cu (train_gpu only)
+extern const ModelBackend cpu_backend;        // model.c: GPT-2 on the CPU
+extern const ModelBackend gpu_backend;        // kernels.cu: GPT-2 on a GPU (train_gpu only)
+extern const ModelBackend cpu_llama_backend;  // llama_cpu.c: Llama family on the CPU
+extern const ModelBackend gpu_llama_backend;  // kernels_llama.cu: Llama family on a GPU
+
+// The CPU backend for a config's architecture (cpu_backend or cpu_llama_backend).
+const ModelBackend *cpu_backend_for(const ModelConfig *cfg);
 
 // ---------------------------------------------------------------------------------------------
 // Checkpoints (backend independent: they move host arrays).
-//   model file:  int32 header[256] = {MAGIC, VERSION, V, maxT, L, NH, C, ...0}, then the flat
-//                float parameters.
+//   model file:  int32 header[256] = {MAGIC, VERSION, V, maxT, L, NH, C, ...}, then the flat
+//                float parameters. Version 2 adds, in both files: [16] arch, [17] n_kv_heads,
+//                [18] ffn, [19] rope_dim, [20] rope_base (float bits), [21] norm_eps (float
+//                bits), [22] tied, [23] qkv_bias, [32..33] tokenizer_hash (low, high word).
+//                Version 1 files (GPT-2, no hash) still load.
 //   state file:  int32 header[256] = {STATE_MAGIC, VERSION, ...}, int64 step, uint64 rng state
 //                words, then AdamW m and v, then an opaque trainer blob (curriculum stage etc.).
 // Both are written to "<path>.tmp" and renamed, so a crash never leaves half a file.
 #define CHECKPOINT_MAGIC 20260523
 #define CHECKPOINT_STATE_MAGIC 20260524
-#define CHECKPOINT_VERSION 1
+#define CHECKPOINT_VERSION 2
 
 // Return 0 on success; on failure -1 with a message naming the file in err (errlen bytes).
 int checkpoint_save(const char *path, const ModelConfig *cfg, const float *params,

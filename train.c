@@ -1326,7 +1326,7 @@ static int run_training(const Options *o) {
             fprintf(stderr, "error: --init: %s\n", err);
             goto done;
         }
-        if (memcmp(&c, &tr.mcfg, sizeof c) != 0) {
+        if (!model_config_equal(&c, &tr.mcfg)) {
             fprintf(stderr, "error: --init %s has V=%d T=%d L=%d NH=%d C=%d but this run wants "
                             "V=%d T=%d L=%d NH=%d C=%d (same data and model flags?)\n",
                     o->init_path, c.V, c.maxT, c.L, c.NH, c.C, tr.mcfg.V, tr.mcfg.maxT,

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 NAMES = ["wte", "wpe", "ln1w", "ln1b", "qkvw", "qkvb", "attprojw", "attprojb",
          "ln2w", "ln2b", "fcw", "fcb", "fcprojw", "fcprojb", "lnfw", "lnfb"]
 DECAY = {"wte", "wpe", "qkvw", "attprojw", "fcw", "fcprojw"}
-MAGIC, VERSION = 20260523, 1
+MAGIC, VERSION = 20260523, 2
 
 
 def shapes(V, T, L, NH, C):
@@ -83,7 +83,7 @@ def logp_entropy(P, tokens, targets, cfg):
 def read_checkpoint(path):
     with open(path, "rb") as f:
         header = struct.unpack("256i", f.read(1024))
-        assert header[0] == MAGIC and header[1] == VERSION, f"{path}: not a memr2 checkpoint"
+        assert header[0] == MAGIC and header[1] in (1, VERSION) and header[16] == 0, f"{path}: not a memr2 GPT-2 checkpoint"
         cfg = tuple(header[2:7])
         flat = np.frombuffer(f.read(), dtype=np.float32)
     return cfg, flat

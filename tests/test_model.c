@@ -618,7 +618,7 @@ static void test_checkpoints(void) {
     ModelConfig c2;
     float *q = NULL;
     CHECK(checkpoint_load(path, &c2, &q, err, sizeof err) == 0, "load: %s", err);
-    CHECK(q && !memcmp(&c2, &cfg, sizeof cfg) && !memcmp(p, q, n * sizeof(float)),
+    CHECK(q && model_config_equal(&c2, &cfg) && !memcmp(p, q, n * sizeof(float)),
           "checkpoint round trip is bit-exact");
     free(q);
     CHECK(access(path, F_OK) == 0, "file in place");
@@ -656,6 +656,37 @@ static void test_checkpoints(void) {
         CHECK(checkpoint_load(bad, &c2, &q, err, sizeof err) == -1, "header truncated: %s", err);
         free(img);
     }
+    // Version 2 carries the Llama fields and the tokenizer hash; version 1 files still load.
+    ModelConfig lc = {.V = 23, .maxT = 16, .L = 2, .NH = 4, .C = 16, .arch = ARCH_LLAMA,
+                      .n_kv_heads = 2, .ffn = 24, .rope_dim = 4, .rope_base = 10000.0f,
+                      .norm_eps = 1e-5f, .tied = 0, .qkv_bias = 1,
+                      .tokenizer_hash = 0x0123456789abcdefULL};
+    size_t ln = config_num_params(&lc);
+    CHECK(ln == 23 * 16 * 2 + 2 * (16 + 16 * 16 + 2 * 8 * 16 + 16 + 2 * 8 + 16 * 16 + 16 +
+                                   3 * 24 * 16) + 16,
+          "Llama parameter count %zu", ln);
+    float *lp = fmalloc(ln);
+    config_params_init(lp, &lc, 9);
+    CHECK(checkpoint_save(path, &lc, lp, err, sizeof err) == 0, "llama save: %s", err);
+    CHECK(checkpoint_load(path, &c2, &q, err, sizeof err) == 0 && model_config_equal(&c2, &lc) &&
+              !memcmp(q, lp, ln * sizeof(float)),
+          "Llama checkpoint round trip keeps every field and the tokenizer hash: %s", err);
+    free(q), free(lp);
+    {
+        int32_t h1[256] = {CHECKPOINT_MAGIC, 1, cfg.V, cfg.maxT, cfg.L, cfg.NH, cfg.C};
+        FILE *f = fopen(bad, "wb");
+        CHECK(f && fwrite(h1, 4, 256, f) == 256 && fwrite(p, 4, n, f) == n && fclose(f) == 0,
+              "write a version-1 file");
+        CHECK(checkpoint_load(bad, &c2, &q, err, sizeof err) == 0 && model_config_equal(&c2, &cfg) &&
+                  !memcmp(q, p, n * sizeof(float)),
+              "version-1 (GPT-2) checkpoint still loads: %s", err);
+        free(q);
+    }
+    ModelConfig mixed = cfg;
+    mixed.ffn = 5;
+    CHECK(model_config_check(&mixed) != NULL, "GPT-2 config with Llama fields rejected");
+    CHECK(cpu_backend.create(&lc, 1, 0) == NULL, "GPT-2 backend refuses a Llama config");
+
     snprintf(bad, sizeof bad, "%s/missing.bin", dir);
     CHECK(checkpoint_load(bad, &c2, &q, err, sizeof err) == -1 && strstr(err, bad),
           "missing file: %s", err);
