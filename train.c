@@ -31,6 +31,7 @@
 #include "model.h"
 #include "rng.h"
 #include "rollout.h"
+#include "stats.h"
 
 #ifdef MEMR2_GPU
 static const ModelBackend *const BACKEND = &gpu_backend;
@@ -64,6 +65,7 @@ typedef struct {
     float lr;
     int turns_per_update;
     int eval_every, val_episodes;
+    int select_best;           // 1: each stage ends on its best-validation policy; 0: its last
     GrpoConfig grpo;
     AdamWConfig adamw;
     // evaluation
@@ -80,7 +82,7 @@ static void options_default(Options *o) {
     o->train_path = "data/train.json";
     o->val_path = "data/val.json";
     o->test_path = "data/test.json";
-    o->gen_train = 64, o->gen_val = 4, o->gen_test = 8, o->gen_sessions = 32;
+    o->gen_train = 64, o->gen_val = 16, o->gen_test = 48, o->gen_sessions = 32;
     o->out_dir = "out";
     o->seed = 1;
     o->layers = 4, o->heads = 4, o->channels = 128, o->max_seq = 256, o->max_batch = 32;
@@ -91,11 +93,11 @@ static void options_default(Options *o) {
     o->horizons[0] = 8, o->horizons[1] = 16, o->horizons[2] = 32;
     o->lr = 3e-5f;
     o->turns_per_update = 128;
-    o->eval_every = 2, o->val_episodes = 4;
+    o->eval_every = 2, o->val_episodes = 16;
     grpo_config_default(&o->grpo);
     o->adamw = (AdamWConfig){.lr = 0, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f,
                              .weight_decay = 0.0f, .grad_clip = 1.0f};
-    o->test_episodes = 8;
+    o->test_episodes = 48;
 }
 
 static void usage(FILE *f, const char *prog) {
@@ -140,6 +142,8 @@ static void usage(FILE *f, const char *prog) {
 "  --zero-adv MODE      dilute (turns with advantage 0 count in the loss's mean, the paper)\n"
 "                       | skip (they stay out of the update) (default %s)\n"
 "  --eval-every N       validation every N RL steps (default %d)\n"
+"  --select WHICH       last | best: the policy a stage ends on, seeding the next stage and\n"
+"                       reported (default last: best-of-validation on few episodes picks noise)\n"
 "  --val-episodes N     (default %d)    --test-episodes N (default %d)\n"
 "  -q, --quiet          no progress lines\n"
 "  -h, --help\n",
@@ -183,7 +187,7 @@ enum {
     OPT_CHANNELS, OPT_MAXSEQ, OPT_MAXBATCH, OPT_SFT_STEPS, OPT_SFT_LR, OPT_SFT_BATCH,
     OPT_NOISE, OPT_ALGO, OPT_DIRECT, OPT_STAGE_STEPS, OPT_LR, OPT_G, OPT_K, OPT_PLOCAL,
     OPT_OMEGA, OPT_REWARD, OPT_BKL, OPT_BENT, OPT_EPS, OPT_DUAL, OPT_EPOCHS, OPT_TPU,
-    OPT_LAMBDA, OPT_RHO, OPT_ZERO_ADV, OPT_EVAL_EVERY, OPT_VAL_EPISODES, OPT_TEST_EPISODES, OPT_INIT, OPT_SHOW_BANK,
+    OPT_LAMBDA, OPT_RHO, OPT_ZERO_ADV, OPT_SELECT, OPT_EVAL_EVERY, OPT_VAL_EPISODES, OPT_TEST_EPISODES, OPT_INIT, OPT_SHOW_BANK,
 };
 
 static int parse_options(int argc, char **argv, Options *o) {
@@ -223,6 +227,7 @@ static int parse_options(int argc, char **argv, Options *o) {
         {"lambda", required_argument, 0, OPT_LAMBDA},
         {"rho", required_argument, 0, OPT_RHO},
         {"zero-adv", required_argument, 0, OPT_ZERO_ADV},
+        {"select", required_argument, 0, OPT_SELECT},
         {"eval-every", required_argument, 0, OPT_EVAL_EVERY},
         {"val-episodes", required_argument, 0, OPT_VAL_EPISODES},
         {"test-episodes", required_argument, 0, OPT_TEST_EPISODES},
@@ -303,6 +308,14 @@ static int parse_options(int argc, char **argv, Options *o) {
         case OPT_TPU: rc = parse_int("--turns-per-update", optarg, 1, 1 << 20, &o->turns_per_update); break;
         case OPT_LAMBDA: rc = parse_float("--lambda", optarg, 0, 100, &o->grpo.lambda); break;
         case OPT_RHO: rc = parse_float("--rho", optarg, 0, 100, &o->grpo.rho); break;
+        case OPT_SELECT:
+            if (!strcmp(optarg, "last")) o->select_best = 0;
+            else if (!strcmp(optarg, "best")) o->select_best = 1;
+            else {
+                fprintf(stderr, "error: --select wants last or best, got '%s'\n", optarg);
+                rc = -1;
+            }
+            break;
         case OPT_ZERO_ADV:
             if (!strcmp(optarg, "dilute")) o->grpo.zero_adv = ZERO_ADV_DILUTE;
             else if (!strcmp(optarg, "skip")) o->grpo.zero_adv = ZERO_ADV_SKIP;
@@ -510,8 +523,10 @@ static Actor model_actor(Trainer *tr, Model *m, float temperature, TurnBuffer *r
 
 static const char *vocab_word_cb(void *vocab, int id) { return vocab_word(vocab, id); }
 
+// ep_f1 (optional, (n_h, n_episodes)): each episode's mean F1 over its questions, for the paired
+// comparisons of the final table.
 static int eval_model(Trainer *tr, const Model *m_policy, const Dataset *ds, int n_episodes,
-                      const int *horizons, int n_h, EvalResult *res) {
+                      const int *horizons, int n_h, EvalResult *res, double *ep_f1) {
     int n = min_int(n_episodes, ds->n);
     int hmax = 0;
     for (int i = 0; i < n_h; i++) hmax = horizons[i] > hmax ? horizons[i] : hmax;
@@ -537,7 +552,13 @@ static int eval_model(Trainer *tr, const Model *m_policy, const Dataset *ds, int
             const Lane *l = &lanes[e];
             int H = min_int(horizons[h], l->last_session);
             memory_restore(&bank, lane_snapshot(l, H));
+            double f1_before = res[h].f1;  // a running sum until eval_finish
+            int q_before = res[h].questions;
             eval_add_episode(&tr->env, l->ep, H, &bank, &l->written, &res[h]);
+            if (ep_f1) {
+                int nq = res[h].questions - q_before;
+                ep_f1[(size_t)h * n + e] = nq > 0 ? (res[h].f1 - f1_before) / nq : 0.0;
+            }
             const LaneCounters *c = lane_counters(l, H);
             res[h].ops.inserts += c->stats.inserts, res[h].ops.updates += c->stats.updates;
             res[h].ops.deletes += c->stats.deletes, res[h].ops.noops += c->stats.noops;
@@ -795,7 +816,7 @@ static int rl_step(Trainer *tr, int H, float lr, StepMetrics *sm) {
 static double validate(Trainer *tr, Model *m, int H) {
     EvalResult res;
     int h = min_int(H, max_sessions(&tr->val));
-    if (eval_model(tr, m, &tr->val, tr->opt.val_episodes, &h, 1, &res) != 0) return -1;
+    if (eval_model(tr, m, &tr->val, tr->opt.val_episodes, &h, 1, &res, NULL) != 0) return -1;
     return res.f1;
 }
 
@@ -952,10 +973,11 @@ static int run_curriculum(Trainer *tr) {
                 fflush(stdout);
             }
         }
-        // the best-validation checkpoint of the stage seeds the next one
-        BACKEND->set_params(tr->model, best);
-        printf("stage %d done: best validation F1 %.4f (%s/%s)\n", stage + 1, best_f1,
-               o->out_dir, name);
+        // --select best: the best-validation checkpoint of the stage seeds the next one;
+        // last (default): the policy as trained (best_h*.bin is kept either way)
+        if (o->select_best) BACKEND->set_params(tr->model, best);
+        printf("stage %d done: best validation F1 %.4f (%s/%s); continuing from the %s policy\n",
+               stage + 1, best_f1, o->out_dir, name, o->select_best ? "best" : "last");
     }
     write_curve(tr, reward_pts, val_pts);
     rc = 0;
@@ -978,78 +1000,171 @@ static int eval_horizons(const Dataset *ds, int asked, int *h) {
     return n;
 }
 
-// The final table: none / insert-only / SFT / trained / oracle at 8, 16, 32 sessions.
-static int final_table(Trainer *tr, const float *sft_params) {
-    int hs[3], nh = eval_horizons(&tr->test, 0, hs);
-    const char *rows[5] = {"none", "insert-only", "sft", "trained", "oracle"};
-    EvalResult res[5][3];
-    BaselinePolicy base[2] = {POLICY_NONE, POLICY_INSERT_ONLY};
-    Dataset test = tr->test;
-    if (test.n > tr->opt.test_episodes) test.n = tr->opt.test_episodes;
-    for (int b = 0; b < 2; b++)
-        for (int h = 0; h < nh; h++)
-            if (eval_baseline(&tr->env, &test, base[b], hs[h], &res[b][h]) != 0) return -1;
-    for (int h = 0; h < nh; h++)
-        if (eval_baseline(&tr->env, &test, POLICY_ORACLE, hs[h], &res[4][h]) != 0) return -1;
+// The final table: none / insert-only / SFT / trained / oracle at 8, 16, 32 sessions, and the
+// paired per-episode F1 differences of the trained policy with 95% t-intervals (README
+// "Evaluation").
+
+enum { ROW_NONE, ROW_INSERT, ROW_SFT, ROW_TRAINED, ROW_ORACLE, N_ROWS };
+static const char *const ROW_NAMES[N_ROWS] = {"none", "insert-only", "sft", "trained", "oracle"};
+
+typedef struct {
+    int nh, hs[3], n;          // horizons; test episodes
+    int have[N_ROWS];
+    EvalResult res[N_ROWS][3];
+    double *ep_f1[N_ROWS];     // (nh, n) per-episode F1 of insert-only, sft, trained
+} FinalTable;
+
+// insert-only per episode: the baseline run on one-episode views of the test set.
+static int baseline_per_episode(const Env *env, const Dataset *test, const FinalTable *ft,
+                                double *ep_f1) {
+    for (int e = 0; e < test->n; e++) {
+        Dataset one = *test;
+        one.episodes = test->episodes + e;
+        one.n = 1;
+        for (int h = 0; h < ft->nh; h++) {
+            EvalResult r;
+            if (eval_baseline(env, &one, POLICY_INSERT_ONLY, ft->hs[h], &r) != 0) return -1;
+            ep_f1[(size_t)h * test->n + e] = r.f1;
+        }
+    }
+    return 0;
+}
+
+static int final_eval(Trainer *tr, const float *sft_params, const Dataset *test, FinalTable *ft) {
+    for (int r = 0; r < N_ROWS; r++) ft->have[r] = r != ROW_SFT || sft_params;
+    for (int h = 0; h < ft->nh; h++) {
+        if (eval_baseline(&tr->env, test, POLICY_NONE, ft->hs[h], &ft->res[ROW_NONE][h]) ||
+            eval_baseline(&tr->env, test, POLICY_INSERT_ONLY, ft->hs[h], &ft->res[ROW_INSERT][h]) ||
+            eval_baseline(&tr->env, test, POLICY_ORACLE, ft->hs[h], &ft->res[ROW_ORACLE][h]))
+            return -1;
+    }
+    for (int r = ROW_INSERT; r <= ROW_TRAINED; r++) {
+        if (!ft->have[r]) continue;
+        ft->ep_f1[r] = calloc((size_t)ft->nh * (size_t)test->n, sizeof(double));
+        if (!ft->ep_f1[r]) return -1;
+    }
+    if (baseline_per_episode(&tr->env, test, ft, ft->ep_f1[ROW_INSERT]) != 0) return -1;
     if (sft_params) {
         BACKEND->set_params(tr->ref, sft_params);
-        if (eval_model(tr, tr->ref, &test, test.n, hs, nh, res[2]) != 0) return -1;
+        if (eval_model(tr, tr->ref, test, test->n, ft->hs, ft->nh, ft->res[ROW_SFT],
+                       ft->ep_f1[ROW_SFT]) != 0)
+            return -1;
     }
-    if (eval_model(tr, tr->model, &test, test.n, hs, nh, res[3]) != 0) return -1;
-    char path[4096];
-    // Machine-readable: one JSON line per (policy, horizon), for dev/experiment.py.
-    path_join(path, sizeof path, tr->opt.out_dir, "eval.jsonl");
-    FILE *j = fopen(path, "w");
-    for (int r = 0; j && r < 5; r++) {
-        if (r == 2 && !sft_params) continue;
-        for (int h = 0; h < nh; h++) {
-            const EvalResult *e = &res[r][h];
+    return eval_model(tr, tr->model, test, test->n, ft->hs, ft->nh, ft->res[ROW_TRAINED],
+                      ft->ep_f1[ROW_TRAINED]);
+}
+
+// The trained policy against `base`, per horizon: mean paired difference and its interval.
+static void final_compare(const FinalTable *ft, int base, int h, double *m, double *lo,
+                          double *hi) {
+    const double *a = ft->ep_f1[ROW_TRAINED] + (size_t)h * ft->n;
+    const double *b = ft->ep_f1[base] + (size_t)h * ft->n;
+    stats_paired_ci(a, b, ft->n, m, lo, hi);
+}
+
+static void final_write_jsonl(const FinalTable *ft, FILE *j) {
+    for (int r = 0; r < N_ROWS; r++) {
+        if (!ft->have[r]) continue;
+        for (int h = 0; h < ft->nh; h++) {
+            const EvalResult *e = &ft->res[r][h];
             fprintf(j,
                     "{\"policy\":\"%s\",\"sessions\":%d,\"episodes\":%d,\"questions\":%d,"
                     "\"f1\":%.5f,\"bleu1\":%.5f,\"em\":%.5f,\"mfail\":%.5f,"
                     "\"mem_words\":%.2f,\"ops_insert\":%d,\"ops_update\":%d,"
                     "\"ops_delete\":%d,\"ops_noop\":%d,\"ops_invalid\":%d,\"malformed\":%d,"
                     "\"outputs\":%d}\n",
-                    rows[r], hs[h], e->episodes, e->questions, e->f1, e->bleu1, e->em, e->mfail,
-                    e->mem_words, e->ops.inserts, e->ops.updates, e->ops.deletes, e->ops.noops,
-                    e->ops.invalid, e->malformed, e->outputs);
+                    ROW_NAMES[r], ft->hs[h], e->episodes, e->questions, e->f1, e->bleu1, e->em,
+                    e->mfail, e->mem_words, e->ops.inserts, e->ops.updates, e->ops.deletes,
+                    e->ops.noops, e->ops.invalid, e->malformed, e->outputs);
         }
     }
-    if (j) fclose(j);
-    else fprintf(stderr, "warning: cannot write %s: %s\n", path, strerror(errno));
-    path_join(path, sizeof path, tr->opt.out_dir, "eval.md");
-    FILE *f = fopen(path, "w");
-    FILE *outs[2] = {stdout, f};
-    for (int k = 0; k < 2; k++) {
-        FILE *o = outs[k];
-        if (!o) continue;
-        fprintf(o, "\n| policy (%d test episodes) |", test.n);
-        for (int h = 0; h < nh; h++) fprintf(o, " F1@%d | BLEU-1@%d | M-Fail@%d |", hs[h], hs[h], hs[h]);
-        fprintf(o, "\n|---|");
-        for (int h = 0; h < nh; h++) fprintf(o, "---|---|---|");
-        fprintf(o, "\n");
-        for (int r = 0; r < 5; r++) {
-            if (r == 2 && !sft_params) continue;
-            fprintf(o, "| %s |", rows[r]);
-            for (int h = 0; h < nh; h++)
-                fprintf(o, " %.3f | %.3f | %.3f |", res[r][h].f1, res[r][h].bleu1, res[r][h].mfail);
-            fprintf(o, "\n");
+    // paired rows: "policy" names the comparison, so readers of the rows above skip them
+    for (int base = ROW_INSERT; base <= ROW_SFT; base++) {
+        if (!ft->have[base]) continue;
+        for (int h = 0; h < ft->nh; h++) {
+            double m, lo, hi;
+            char slo[32], shi[32];
+            final_compare(ft, base, h, &m, &lo, &hi);
+            fprintf(j,
+                    "{\"policy\":\"trained-vs-%s\",\"paired\":1,\"sessions\":%d,\"episodes\":%d,"
+                    "\"diff_f1\":%.5f,\"ci95_lo\":%s,\"ci95_hi\":%s}\n",
+                    ROW_NAMES[base], ft->hs[h], ft->n, m, json_num(slo, sizeof slo, lo, "%.5f"),
+                    json_num(shi, sizeof shi, hi, "%.5f"));
         }
-        // How often the learned policies wrote something the parsers accept (issue: >= 95%).
-        for (int r = 2; r <= 3; r++) {
-            if (r == 2 && !sft_params) continue;
-            const EvalResult *e = &res[r][nh - 1];
-            fprintf(o, "\n%s: %d role outputs over %d sessions, %.1f%% parseable, ops "
-                       "insert/update/delete/noop %d/%d/%d/%d, %d invalid",
-                    rows[r], e->outputs, hs[nh - 1],
-                    e->outputs ? 100.0 * (1.0 - (double)e->malformed / e->outputs) : 0.0,
-                    e->ops.inserts, e->ops.updates, e->ops.deletes, e->ops.noops, e->ops.invalid);
+    }
+}
+
+static void final_write_md(const FinalTable *ft, FILE *o) {
+    fprintf(o, "\n| policy (%d test episodes) |", ft->n);
+    for (int h = 0; h < ft->nh; h++)
+        fprintf(o, " F1@%d | BLEU-1@%d | M-Fail@%d |", ft->hs[h], ft->hs[h], ft->hs[h]);
+    fprintf(o, "\n|---|");
+    for (int h = 0; h < ft->nh; h++) fprintf(o, "---|---|---|");
+    fprintf(o, "\n");
+    for (int r = 0; r < N_ROWS; r++) {
+        if (!ft->have[r]) continue;
+        fprintf(o, "| %s |", ROW_NAMES[r]);
+        for (int h = 0; h < ft->nh; h++)
+            fprintf(o, " %.3f | %.3f | %.3f |", ft->res[r][h].f1, ft->res[r][h].bleu1,
+                    ft->res[r][h].mfail);
+        fprintf(o, "\n");
+    }
+    fprintf(o, "\nPaired per-episode F1 difference, mean [95%% t-interval] over %d episodes:\n\n"
+               "| comparison |", ft->n);
+    for (int h = 0; h < ft->nh; h++) fprintf(o, " dF1@%d |", ft->hs[h]);
+    fprintf(o, "\n|---|");
+    for (int h = 0; h < ft->nh; h++) fprintf(o, "---|");
+    fprintf(o, "\n");
+    for (int base = ROW_SFT; base >= ROW_INSERT; base--) {
+        if (!ft->have[base]) continue;
+        fprintf(o, "| trained - %s |", ROW_NAMES[base]);
+        for (int h = 0; h < ft->nh; h++) {
+            double m, lo, hi;
+            final_compare(ft, base, h, &m, &lo, &hi);
+            if (isfinite(lo)) fprintf(o, " %+.3f [%+.3f, %+.3f] |", m, lo, hi);
+            else fprintf(o, " %+.3f [n/a: one episode] |", m);
         }
         fprintf(o, "\n");
     }
-    if (f) fclose(f);
-    else fprintf(stderr, "warning: cannot write %s: %s\n", path, strerror(errno));
-    return 0;
+    // How often the learned policies wrote something the parsers accept (issue: >= 95%).
+    for (int r = ROW_SFT; r <= ROW_TRAINED; r++) {
+        if (!ft->have[r]) continue;
+        const EvalResult *e = &ft->res[r][ft->nh - 1];
+        fprintf(o, "\n%s: %d role outputs over %d sessions, %.1f%% parseable, ops "
+                   "insert/update/delete/noop %d/%d/%d/%d, %d invalid",
+                ROW_NAMES[r], e->outputs, ft->hs[ft->nh - 1],
+                e->outputs ? 100.0 * (1.0 - (double)e->malformed / e->outputs) : 0.0,
+                e->ops.inserts, e->ops.updates, e->ops.deletes, e->ops.noops, e->ops.invalid);
+    }
+    fprintf(o, "\n");
+}
+
+static int final_table(Trainer *tr, const float *sft_params) {
+    FinalTable ft = {0};
+    Dataset test = tr->test;
+    if (test.n > tr->opt.test_episodes) test.n = tr->opt.test_episodes;
+    if (test.n < tr->opt.test_episodes)
+        fprintf(stderr, "warning: %s has %d episodes, fewer than the %d asked for (delete it to "
+                        "regenerate the default data)\n", tr->opt.test_path, test.n,
+                tr->opt.test_episodes);
+    ft.n = test.n;
+    ft.nh = eval_horizons(&tr->test, 0, ft.hs);
+    int rc = final_eval(tr, sft_params, &test, &ft);
+    if (rc == 0) {
+        char path[4096];
+        // machine-readable: one JSON line per (policy, horizon), for dev/experiment.py
+        path_join(path, sizeof path, tr->opt.out_dir, "eval.jsonl");
+        FILE *j = fopen(path, "w");
+        if (j) final_write_jsonl(&ft, j), fclose(j);
+        else fprintf(stderr, "warning: cannot write %s: %s\n", path, strerror(errno));
+        final_write_md(&ft, stdout);
+        path_join(path, sizeof path, tr->opt.out_dir, "eval.md");
+        FILE *f = fopen(path, "w");
+        if (f) final_write_md(&ft, f), fclose(f);
+        else fprintf(stderr, "warning: cannot write %s: %s\n", path, strerror(errno));
+    }
+    for (int r = 0; r < N_ROWS; r++) free(ft.ep_f1[r]);
+    return rc;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1129,7 +1244,7 @@ static int run_eval(const Options *o) {
     }
     BACKEND->set_params(tr.model, params);
     free(params);
-    if (eval_model(&tr, tr.model, &ds, ds.n, hs, nh, res) != 0) goto done;
+    if (eval_model(&tr, tr.model, &ds, ds.n, hs, nh, res, NULL) != 0) goto done;
     for (int h = 0; h < nh; h++) eval_print(&res[h], o->eval_policy, stdout);
     rc = 0;
 done:

@@ -205,7 +205,7 @@ static void test_end_to_end(const char *train_bin, const char *data) {
     // reward: with untrained weights every reward is 0 and the RL steps would test nothing.
     const char *flags = "--layers 1 --heads 2 --channels 48 --max-batch 16 --sft-steps 300 "
                         "--sft-lr 5e-3 --sft-batch 8 --stage-steps 2,1,0 --G 4 --K 2 --p-local 1 "
-                        "--eval-every 1 --val-episodes 1 --test-episodes 1 --lr 1e-3 -q";
+                        "--eval-every 1 --val-episodes 1 --test-episodes 2 --lr 1e-3 -q";
     char cmd[4096];
     for (int r = 0; r < 2; r++) {
         snprintf(cmd, sizeof cmd,
@@ -271,6 +271,24 @@ static void test_end_to_end(const char *train_bin, const char *data) {
              "cmp -s %s/a %s/b && cmp -s %s/out0/final.bin %s/out1/final.bin",
              tmpdir, tmpdir, tmpdir, tmpdir, tmpdir, tmpdir, tmpdir, tmpdir);
     CHECK(run(cmd) == 0, "same seed gives the same metrics and weights");
+    // The final table's paired comparisons: a markdown row and a JSON line with an interval
+    // around the mean difference, per horizon.
+    snprintf(cmd, sizeof cmd,
+             "grep -q '^| trained - sft | [-+][0-9.]* \\[[-+][0-9.]*, [-+][0-9.]*\\] |' %s/out0/eval.md && "
+             "grep -q '^| trained - insert-only |' %s/out0/eval.md", tmpdir, tmpdir);
+    CHECK(run(cmd) == 0, "eval.md has the paired F1 differences with intervals");
+    snprintf(path, sizeof path, "%s/out0/eval.jsonl", tmpdir);
+    f = fopen(path, "r");
+    int paired = 0;
+    while (f && fgets(line, sizeof line, f)) {
+        if (!strstr(line, "\"policy\":\"trained-vs-")) continue;
+        double m = json_number(line, "diff_f1"), lo = json_number(line, "ci95_lo"),
+               hi = json_number(line, "ci95_hi");
+        paired += json_number(line, "episodes") == 2 && lo <= m && m <= hi;
+    }
+    if (f) fclose(f);
+    CHECK(paired == 2, "eval.jsonl: 2 comparisons at the one horizon (4 sessions), lo <= diff <= hi "
+                       "(%d)", paired);
     // The checkpoint evaluates through --eval and prints the contract's summary line.
     snprintf(cmd, sizeof cmd,
              "%s --eval %s/out0/final.bin -d %s --sessions 2 | grep -Eq "
@@ -301,6 +319,9 @@ static void test_end_to_end(const char *train_bin, const char *data) {
 }
 
 int main(void) {
+    // Idle OpenMP threads sleep instead of spinning: on shared cores a spinning team slows
+    // these small runs many-fold (README "Speed"). The programs below inherit it.
+    setenv("OMP_WAIT_POLICY", "passive", 0);
     const char *gen = env_or("MEMR2_GEN", "./gen_episodes");
     const char *train_bin = env_or("MEMR2_TRAIN", "./train_cpu");
     snprintf(tmpdir, sizeof tmpdir, "/tmp/memr2_test_train_XXXXXX");
