@@ -16,8 +16,8 @@ double stats_pearson(const double *x, const double *y, int n) {
         sxy += dx * dy, sxx += dx * dx, syy += dy * dy;
     }
     if (!(sxx > 0) || !(syy > 0)) return NAN;
-    double r = sxy / sqrt(sxx * syy);
-    return r > 1 ? 1 : r < -1 ? -1 : r;  // rounding can step just outside [-1, 1]
+    double r = sxy / sqrt(sxx * syy) + 0.0;  // + 0.0: no "-0.0000" in the logs
+    return r > 1 ? 1 : r < -1 ? -1 : r;       // rounding can step just outside [-1, 1]
 }
 
 double stats_t975(int df) {
