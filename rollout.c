@@ -309,7 +309,7 @@ int rollout_run(const Env *env, Lane *lanes, int n_lanes, const Actor *a, Rng *r
                 // the credit metric's ground truth, judged on the state the policy saw (the
                 // bank before this output is applied); only recorded turns need it
                 int mistakes = -1;
-                if (a->record && a->kind == ACTOR_MODEL)
+                if (a->record)
                     mistakes = role == ROLE_EXTRACT
                         ? credit_extract_mistakes(env, l->ep, st.session, st.chunk, g, glen)
                         : credit_manage_mistakes(env, l->ep, &l->bank, cs[i].facts,

@@ -1,7 +1,8 @@
 // tests/test_grpo_step.c: the LoGo-GRPO step of grpo.c with hand-made rewards, lanes and turns,
 // the mistake counter of credit.c on hand-written outputs, and the statistics of stats.c.
 //
-// Each check below names the wiring fault it exists to catch (docs/design.md lists them):
+// grpo_collect runs end to end with the noisy teacher as the actor (no model needed). Each
+// check below names the wiring fault it exists to catch (docs/design.md lists them):
 //   local turns ignoring omega, local weight 0, every local advantage taken from lane 0, the
 //   global advantage ignoring the session (grpo_assign_advantages); rerolls restored from the
 //   snapshot after t instead of before t (grpo_local_lanes); no KL reference passed and the
@@ -182,6 +183,73 @@ static void test_local_lanes(const Env *env, const Episode *ep) {
     lane_free(&g);
 }
 
+// ---- the whole collection, with the noisy teacher as the actor (no model needed) -----------
+
+// grpo_collect end to end on the fixture: turn counts, z-scores summing to 0 per group, local
+// weights, and the credit metric seeing the teacher's injected mistakes.
+static void test_collect(const Env *env, const Episode *ep) {
+    GrpoConfig c;
+    grpo_config_default(&c);
+    c.G = 24, c.K = 3, c.p_local = 1.0f;
+    int H = ep->n_sessions;
+    Actor a = {.kind = ACTOR_TEACHER, .teacher_noise = 0.3f, .max_seq = 256,
+               .max_new_extract = 48, .max_new_manage = 64};
+    Rng rng;
+    rng_seed(&rng, 11);
+    TurnBuffer tb = {0};
+    GrpoStepStats st;
+    CHECK(grpo_collect(&c, env, ep, H, &a, &rng, &tb, &st) == 0, "grpo_collect runs");
+    int n = turns_count(&tb), chunks = 0;
+    for (int t = 1; t <= H; t++) chunks += env_num_chunks(env, ep, t);
+    // two role outputs per chunk and lane: G lanes through all sessions, K per local group
+    CHECK(st.turns_global == c.G * 2 * chunks, "global turns %d, want %d", st.turns_global,
+          c.G * 2 * chunks);
+    CHECK(st.groups_local == H && st.turns_local == c.K * 2 * chunks && n == st.turns_global +
+              st.turns_local, "every session got a local group of K reruns (%d groups, %d turns)",
+          st.groups_local, st.turns_local);
+    CHECK(st.reward_std > 0 && st.turns_nonzero > 0, "the noisy teacher's rewards vary (std %g, "
+          "%d turns with A != 0)", st.reward_std, st.turns_nonzero);
+    // the advantages of one group are z-scores: they sum to 0 over the group. Every turn of a
+    // (lane, session) carries the same advantage, so sum one turn per lane and session.
+    double worst = 0;
+    for (int t = 1; t <= H; t++) {
+        double sum = 0;
+        for (int lane = 0; lane < c.G; lane++)
+            for (int i = 0; i < n; i++)
+                if (!tb.turns[i].is_local && tb.turns[i].lane == lane &&
+                    tb.turns[i].session == t) {
+                    sum += tb.turns[i].advantage;
+                    break;
+                }
+        worst = fmax(worst, fabs(sum));
+    }
+    for (int g = 0; g < st.groups_local; g++) {
+        double sum = 0;
+        for (int k = 0; k < c.K; k++)
+            for (int i = 0; i < n; i++)
+                if (tb.turns[i].is_local && tb.turns[i].lane == g * c.K + k) {
+                    sum += tb.turns[i].advantage;
+                    CHECK(tb.turns[i].weight == c.omega, "local turn weight omega");
+                    break;
+                }
+        worst = fmax(worst, fabs(sum));
+    }
+    CHECK(worst < 1e-4, "every group's advantages sum to 0 (worst %g)", worst);
+    // The teacher's noise makes real mistakes, and a rollout that made them scores lower: the
+    // credit metric sees it.
+    int known = 0, wrong = 0;
+    for (int i = 0; i < n; i++) known += tb.turns[i].mistakes >= 0, wrong += tb.turns[i].mistakes > 0;
+    CHECK(known == n && wrong > 0, "mistakes known for every turn (%d of %d), %d wrong", known, n,
+          wrong);
+    CHECK(isfinite(st.credit_global) && st.credit_global > 0,
+          "global advantages correlate with minus the mistakes (%g)", st.credit_global);
+    printf("collect: G %d K %d: reward %.3f +- %.3f, zero-std %d/%d global %d/%d local, "
+           "credit %.3f / %.3f\n", c.G, c.K, st.reward_mean, st.reward_std, st.zero_std_global,
+           st.groups_global, st.zero_std_local, st.groups_local, st.credit_global,
+           st.credit_local);
+    turns_free(&tb);
+}
+
 // ---- the loss of packed rows ---------------------------------------------------------------
 
 static void test_rows_grad(void) {
@@ -345,6 +413,7 @@ int main(void) {
         Vocab *v = vocab_build(&ds, 4096);
         env.vocab = v;
         test_local_lanes(&env, &ds.episodes[0]);
+        test_collect(&env, &ds.episodes[0]);
         test_extract_mistakes(&env, &ds.episodes[0]);
         test_manage_mistakes(&env, &ds.episodes[0]);
         vocab_free(v);
