@@ -1,6 +1,6 @@
 // grpo.c: LoGo-GRPO, the math only (DESIGN.md section 5; contract in grpo.h).
 //
-// Read top to bottom, this is the algorithm:
+// Read top to bottom, this is the algorithm (the step's part in sections 5 and 6):
 //   1. the knobs and their defaults (the paper's values, G halved for a small CPU budget);
 //   2. group-relative advantages: the z-score of a group of rewards;
 //   3. global rewards of the G rollouts, per session (evidence attribution) or per trajectory,
@@ -8,11 +8,20 @@
 //      (local rewards are the same z-score over the K rerollouts of one session: the caller
 //       scores each copy on its own bank and calls grpo_zscore on the K numbers);
 //   4. the loss of one turn, a dual-clip PPO term on a turn-level ratio plus k3 KL and an
-//      entropy bonus, and its exact gradient with respect to every token log-prob.
-// Rollouts, the model and the memory bank live elsewhere (rollout.c, model.c, memory.c).
+//      entropy bonus, and its exact gradient with respect to every token log-prob;
+//   5. the step: G rollouts, their rewards and global advantages, the local groups (K reruns
+//      of a session from a snapshot before it) and their advantages, each turn's A and weight;
+//   6. the update's side: which turns enter it, and the coefficients of a packed batch of turns.
+// How lanes run, the model and the memory bank live elsewhere (rollout.c, model.c, memory.c);
+// train.c's ppo_update runs the epochs and minibatches over the backend.
 #include "grpo.h"
 
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "stats.h"
 
 // ---- 1. configuration ----------------------------------------------------------------------
 
@@ -31,6 +40,7 @@ void grpo_config_default(GrpoConfig *c) {
     c->ppo_epochs = 2;
     c->lambda = 0.3f;
     c->rho = 0.7f;
+    c->zero_adv = ZERO_ADV_DILUTE;  // the paper's: every turn counts in the mean
 }
 
 // ---- 2. z-scores ---------------------------------------------------------------------------
@@ -206,4 +216,265 @@ void grpo_turn_loss(const GrpoConfig *c, int L, const float *logp_new, const flo
         st->n_turns += 1;
         st->n_tokens += L;
     }
+}
+
+// ---- 5. the step ---------------------------------------------------------------------------
+
+int grpo_plan_local(const GrpoConfig *c, int G, int H, Rng *rng, int *session, int *src) {
+    if (!c->local || c->K < 2 || G < 1) return 0;
+    int n = 0;
+    for (int t = 1; t <= H; t++) {
+        if (rng_float(rng) >= c->p_local) continue;
+        session[n] = t;
+        src[n] = (int)rng_below(rng, (uint32_t)G);
+        n++;
+    }
+    return n;
+}
+
+// A local group compares actions taken in the very same state: every rerun of session t starts
+// from the bank the source rollout had when it ENTERED session t, i.e. after session t - 1.
+int grpo_local_lanes(const Env *env, const Episode *ep, int K, int n_groups, const int *session,
+                     const int *src, const Lane *global, Lane *local) {
+    int made = 0;
+    for (int g = 0; g < n_groups; g++) {
+        int t = session[g];
+        const void *snap = lane_snapshot(&global[src[g]], t - 1);
+        if (!snap) {
+            fprintf(stderr, "grpo: rollout %d has no snapshot before session %d\n", src[g], t);
+            goto fail;
+        }
+        for (int k = 0; k < K; k++, made++) {
+            Lane *l = &local[g * K + k];
+            if (lane_init(l, env, ep, t, t, 0) != 0) goto fail;
+            lane_restore(l, snap);
+            l->is_local = 1;
+        }
+    }
+    return 0;
+fail:
+    for (int i = 0; i < made; i++) lane_free(&local[i]);
+    return -1;
+}
+
+int grpo_active_questions(const Episode *ep, int h, int *qidx) {
+    int n = 0;
+    for (int q = 0; q < ep->n_qa; q++)
+        if (question_active(&ep->qa[q], h)) qidx[n++] = q;
+    return n;
+}
+
+double grpo_bank_reward(const GrpoConfig *c, const Env *env, const Episode *ep,
+                        const MemoryBank *bank, int h, const int *qidx, int nq, float *f1_out) {
+    char pred[512];
+    double s = 0;
+    for (int i = 0; i < nq; i++) {
+        double f = env_answer(env, bank, ep, &ep->qa[qidx[i]], pred, sizeof pred).f1;
+        if (f1_out) f1_out[i] = (float)f;
+        s += f;
+    }
+    double pen = env_compression_penalty(env, bank, env_words_seen(env, ep, h));
+    return (nq ? s / nq : 0.0) - (double)c->lambda * pen;
+}
+
+int grpo_assign_advantages(const GrpoConfig *c, int G, int H, const float *gadv, int n_local,
+                           const float *ladv, PolicyTurn *turns, int n) {
+    int bad = 0;
+    for (int i = 0; i < n; i++) {
+        PolicyTurn *pt = &turns[i];
+        int ok;
+        if (pt->is_local) {
+            ok = pt->lane >= 0 && pt->lane < n_local;
+            pt->advantage = ok ? ladv[pt->lane] : 0.0f;
+            pt->weight = ok ? c->omega : 0.0f;
+        } else {
+            ok = pt->lane >= 0 && pt->lane < G && pt->session >= 1 && pt->session <= H;
+            pt->advantage = ok ? gadv[(size_t)pt->lane * H + (size_t)(pt->session - 1)] : 0.0f;
+            pt->weight = ok ? 1.0f : 0.0f;
+        }
+        bad += !ok;
+    }
+    return bad;
+}
+
+void grpo_credit(const PolicyTurn *turns, int n, double *credit_global, double *credit_local) {
+    double *x = malloc(sizeof(double) * (size_t)(n > 0 ? n : 1));
+    double *y = malloc(sizeof(double) * (size_t)(n > 0 ? n : 1));
+    *credit_global = *credit_local = NAN;
+    if (x && y) {
+        for (int local = 0; local <= 1; local++) {
+            int m = 0;
+            for (int i = 0; i < n; i++) {
+                if (turns[i].is_local != local || turns[i].mistakes < 0) continue;
+                x[m] = turns[i].advantage;
+                y[m] = -(double)turns[i].mistakes;
+                m++;
+            }
+            *(local ? credit_local : credit_global) = stats_pearson(x, y, m);
+        }
+    }
+    free(x);
+    free(y);
+}
+
+static void mean_std(const float *x, int n, double *mean, double *std) {
+    double s = 0, ss = 0;
+    for (int i = 0; i < n; i++) s += x[i];
+    double m = n ? s / n : 0;
+    for (int i = 0; i < n; i++) ss += (x[i] - m) * (x[i] - m);
+    *mean = m;
+    *std = n ? sqrt(ss / n) : 0;
+}
+
+// Global part: score every final bank; per-session (or trajectory) rewards; adv (G, H).
+static int score_global(const GrpoConfig *c, const Env *env, const Episode *ep, int H,
+                        const Lane *lanes, float *adv, GrpoStepStats *st) {
+    int G = c->G, nqa = ep->n_qa > 0 ? ep->n_qa : 1, rc = -1;
+    int *qidx = malloc(sizeof(int) * (size_t)nqa);
+    float *f1 = calloc((size_t)G * (size_t)nqa, sizeof(float));
+    unsigned char *q_session = calloc((size_t)nqa * (size_t)H, 1);
+    float *penalty = calloc((size_t)G, sizeof(float)), *traj = calloc((size_t)G, sizeof(float));
+    float *r = malloc(sizeof(float) * (size_t)G * (size_t)H);
+    if (!qidx || !f1 || !q_session || !penalty || !traj || !r) goto done;
+    int Q = grpo_active_questions(ep, H, qidx);
+    for (int k = 0; k < Q; k++) {  // which sessions hold each question's evidence
+        const Question *q = &ep->qa[qidx[k]];
+        for (int e = 0; e < q->n_evidence; e++) {
+            int s = DIA_SESSION(q->evidence[e]);
+            if (s >= 1 && s <= H) q_session[(size_t)k * H + (s - 1)] = 1;
+        }
+    }
+    long seen = env_words_seen(env, ep, H);
+    for (int i = 0; i < G; i++) {
+        traj[i] = (float)grpo_bank_reward(c, env, ep, &lanes[i].bank, H, qidx, Q,
+                                          f1 + (size_t)i * Q);
+        penalty[i] = (float)env_compression_penalty(env, &lanes[i].bank, seen);
+        st->mem_words += (double)memory_words(&lanes[i].bank) / G;
+        const MemoryStats *ms = &lanes[i].stats;
+        st->ops.inserts += ms->inserts, st->ops.updates += ms->updates;
+        st->ops.deletes += ms->deletes, st->ops.noops += ms->noops;
+        st->ops.invalid += ms->invalid + lanes[i].malformed, st->ops.overflow += ms->overflow;
+    }
+    mean_std(traj, G, &st->reward_mean, &st->reward_std);
+    grpo_global_rewards(c, G, H, Q, f1, q_session, penalty, r);
+    st->groups_global = H;
+    st->zero_std_global = grpo_global_advantages(G, H, r, adv);
+    mean_std(adv, G * H, &st->adv_global_mean, &st->adv_global_std);
+    rc = 0;
+done:
+    if (rc) fprintf(stderr, "grpo: out of memory scoring %d rollouts\n", G);
+    free(qidx), free(f1), free(q_session), free(penalty), free(traj), free(r);
+    return rc;
+}
+
+// Local part: K reruns of each planned session from its source's snapshot before it, each
+// scored on its own bank right after the session; ladv (n_groups * K) their z-scores per group.
+static int run_local(const GrpoConfig *c, const Env *env, const Episode *ep, int n_groups,
+                     const int *session, const int *src, const Lane *global, const Actor *actor,
+                     Rng *rng, float *ladv, GrpoStepStats *st) {
+    int K = c->K, n = n_groups * K, rc = -1;
+    Lane *local = calloc((size_t)(n > 0 ? n : 1), sizeof *local);
+    int *qidx = malloc(sizeof(int) * (size_t)(ep->n_qa > 0 ? ep->n_qa : 1));
+    float *rk = malloc(sizeof(float) * (size_t)K);
+    if (!local || !qidx || !rk) {
+        fprintf(stderr, "grpo: out of memory for %d local lanes\n", n);
+        free(local), free(qidx), free(rk);
+        return -1;
+    }
+    if (grpo_local_lanes(env, ep, K, n_groups, session, src, global, local) != 0) goto done;
+    if (rollout_run(env, local, n, actor, rng, &st->reroll) != 0) goto free_lanes;
+    for (int g = 0; g < n_groups; g++) {
+        int t = session[g], nq = grpo_active_questions(ep, t, qidx);
+        for (int k = 0; k < K; k++)
+            rk[k] = (float)grpo_bank_reward(c, env, ep, &local[g * K + k].bank, t, qidx, nq, NULL);
+        st->zero_std_local += grpo_zscore(rk, K, ladv + (size_t)g * K);
+    }
+    st->groups_local = n_groups;
+    mean_std(ladv, n, &st->adv_local_mean, &st->adv_local_std);
+    rc = 0;
+free_lanes:
+    for (int i = 0; i < n; i++) lane_free(&local[i]);
+done:
+    free(local), free(qidx), free(rk);
+    return rc;
+}
+
+int grpo_collect(const GrpoConfig *c, const Env *env, const Episode *ep, int H,
+                 const Actor *actor, Rng *rng, TurnBuffer *tb, GrpoStepStats *st) {
+    memset(st, 0, sizeof *st);
+    int G = c->G, made = 0, rc = -1, n_groups = 0;
+    Actor a = *actor;
+    a.record = tb;
+    Lane *lanes = calloc((size_t)G, sizeof *lanes);
+    float *adv = malloc(sizeof(float) * (size_t)G * (size_t)H);
+    int *session = malloc(sizeof(int) * (size_t)H), *src = malloc(sizeof(int) * (size_t)H);
+    float *ladv = malloc(sizeof(float) * ((size_t)H * (size_t)(c->K > 0 ? c->K : 1)));
+    if (!lanes || !adv || !session || !src || !ladv) {
+        fprintf(stderr, "grpo: out of memory for a step of %d rollouts x %d sessions\n", G, H);
+        goto done;
+    }
+    // 1. G rollouts from an empty bank through sessions 1..H, with a snapshot after each
+    for (int i = 0; i < G; i++, made++)
+        if (lane_init(&lanes[i], env, ep, 1, H, 1) != 0) goto done;
+    if (rollout_run(env, lanes, G, &a, rng, &st->roll) != 0) goto done;
+    st->turns_global = turns_count(tb);
+    // 2. rewards of the final banks, advantages across the G rollouts of each session
+    if (score_global(c, env, ep, H, lanes, adv, st) != 0) goto done;
+    // 3. local groups, their reruns and advantages
+    n_groups = grpo_plan_local(c, G, H, rng, session, src);
+    if (n_groups > 0 &&
+        run_local(c, env, ep, n_groups, session, src, lanes, &a, rng, ladv, st) != 0)
+        goto done;
+    st->turns_local = turns_count(tb) - st->turns_global;
+    // 4. every turn's advantage and weight; what they say about the true mistakes
+    int bad = grpo_assign_advantages(c, G, H, adv, n_groups * c->K, ladv, tb->turns,
+                                     turns_count(tb));
+    if (bad) {
+        fprintf(stderr, "grpo: %d turns name a lane or session outside the step\n", bad);
+        goto done;
+    }
+    for (int i = 0; i < turns_count(tb); i++) st->turns_nonzero += tb->turns[i].advantage != 0;
+    grpo_credit(tb->turns, turns_count(tb), &st->credit_global, &st->credit_local);
+    rc = 0;
+done:
+    for (int i = 0; i < made; i++) lane_free(&lanes[i]);
+    free(lanes), free(adv), free(session), free(src), free(ladv);
+    return rc;
+}
+
+// ---- 6. the update -------------------------------------------------------------------------
+
+int grpo_update_turns(const GrpoConfig *c, const PolicyTurn *turns, int n, int *idx) {
+    int m = 0;
+    for (int i = 0; i < n; i++)
+        if (c->zero_adv == ZERO_ADV_DILUTE || turns[i].advantage != 0) idx[m++] = i;
+    return m;
+}
+
+int grpo_rows_grad(const GrpoConfig *c, const TurnBuffer *tb, const float *ref_lp,
+                   const int *turn_of_row, int B, int T, const float *logp, const float *ent,
+                   int m, float *dlogp, float *dent, GrpoStats *st) {
+    if (!ref_lp && c->beta_kl > 0) {
+        fprintf(stderr, "grpo: beta_kl = %g but no reference log-probs were given\n", c->beta_kl);
+        return -1;
+    }
+    if (m < 1) {
+        fprintf(stderr, "grpo: an update of %d turns\n", m);
+        return -1;
+    }
+    memset(dlogp, 0, sizeof(float) * (size_t)B * (size_t)T);
+    memset(dent, 0, sizeof(float) * (size_t)B * (size_t)T);
+    float scale = 1.0f / (float)m;  // the loss is the mean over the update's turns
+    for (int b = 0; b < B; b++) {
+        const PolicyTurn *pt = &tb->turns[turn_of_row[b]];
+        int L = pt->out_len < T - pt->prompt_len + 1 ? pt->out_len : T - pt->prompt_len + 1;
+        if (L <= 0 || pt->prompt_len < 1) continue;
+        size_t row = (size_t)b * T + (size_t)(pt->prompt_len - 1);
+        const float *old = tb->logp_old + pt->offset + pt->prompt_len;
+        const float *ref = ref_lp ? ref_lp + pt->offset + pt->prompt_len : NULL;
+        // the row's output positions are contiguous: the turn loss reads and writes them in place
+        grpo_turn_loss(c, L, logp + row, old, ref, ent ? ent + row : NULL, pt->advantage,
+                       pt->weight, scale, dlogp + row, dent + row, st);
+    }
+    return 0;
 }

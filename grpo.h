@@ -1,13 +1,24 @@
-// grpo.h: LoGo-GRPO, the whole algorithm (DESIGN.md section 5). grpo.c holds the math only:
-// rewards -> group-relative advantages -> the clipped turn-level policy loss with its KL and
-// entropy terms -> per-token coefficients dL/dlogp and dL/dentropy for the model's backward.
-// Rollouts, the model and the memory bank live elsewhere (rollout.c, model.c, memory.c).
+// grpo.h: LoGo-GRPO, the whole algorithm (docs/design.md "The LoGo-GRPO step"):
+//   the step   G rollouts -> per-session rewards -> global advantages; local groups: K reruns of
+//              a session from a rollout's snapshot before it -> local advantages; every recorded
+//              turn gets its advantage and weight (grpo_collect and its testable parts);
+//   the loss   the clipped turn-level policy loss with its KL and entropy terms -> per-token
+//              coefficients dL/dlogp and dL/dentropy for the model's backward (grpo_rows_grad).
+// How lanes run (rollout.c), the model (model.c, kernels.cu) and the optimiser loop (train.c's
+// ppo_update) live elsewhere.
 #ifndef MEMR2_GRPO_H
 #define MEMR2_GRPO_H
 
 #include <stddef.h>
 
+#include "env.h"
+#include "rollout.h"
+
 typedef enum { REWARD_PER_SESSION = 0, REWARD_TRAJECTORY = 1 } RewardMode;
+// Whether turns whose advantage is 0 take part in the update: DILUTE (the paper) keeps them,
+// so they count in the mean of the loss (1/m) and carry their KL and entropy terms; SKIP leaves
+// them out of the update, so the mean is over the turns that carry a signal.
+typedef enum { ZERO_ADV_DILUTE = 0, ZERO_ADV_SKIP = 1 } ZeroAdvMode;
 
 typedef struct {
     int G;               // global rollouts per episode (paper 16, default 8)
@@ -23,6 +34,7 @@ typedef struct {
     float beta_ent;      // entropy bonus (1e-3)
     int ppo_epochs;      // passes over each batch with cached old log-probs (2)
     float lambda, rho;   // compression penalty weight and allowance (0.3, 0.7)
+    ZeroAdvMode zero_adv;// (ZERO_ADV_DILUTE)
 } GrpoConfig;
 
 void grpo_config_default(GrpoConfig *c);
@@ -76,5 +88,75 @@ typedef struct {
 void grpo_turn_loss(const GrpoConfig *c, int L, const float *logp_new, const float *logp_old,
                     const float *logp_ref, const float *entropy, float advantage, float weight,
                     float scale, float *dlogp, float *dent, GrpoStats *st);
+
+// ---- the step ---------------------------------------------------------------------------------
+
+// What one step measured (logged per step in log.jsonl, docs/design.md).
+typedef struct {
+    double reward_mean, reward_std;      // trajectory reward (mean F1 - lambda c) over G rollouts
+    int groups_global, zero_std_global;  // H session groups of G rollouts; zero-variance ones
+    int groups_local, zero_std_local;    // local groups of K reruns; zero-variance ones
+    double adv_global_mean, adv_global_std, adv_local_mean, adv_local_std;
+    int turns_global, turns_local, turns_nonzero;  // recorded turns; those with advantage != 0
+    double credit_global, credit_local;  // Pearson(advantage, -mistakes) over global / local
+                                         // turns with known mistakes; NAN when undefined
+    double mem_words;                    // mean words of the G final banks
+    MemoryStats ops;                     // ops of the G rollouts (invalid includes malformed)
+    RolloutSpeed roll, reroll;
+} GrpoStepStats;
+
+// Chooses the local groups: each session t = 1..H independently with probability p_local, and
+// for each chosen one the global rollout i (uniform) it branches from. Writes session[g] and
+// src[g] (room for H each); returns the number of groups (0 when c->local is 0 or K < 2).
+int grpo_plan_local(const GrpoConfig *c, int G, int H, Rng *rng, int *session, int *src);
+
+// Initialises local[g * K + k] (k < K) for every group g: a lane over session[g] alone whose
+// bank starts as global[src[g]]'s snapshot BEFORE that session (after session[g] - 1); the
+// global lanes must have snapshots. Returns 0, or -1 with every lane it made freed again.
+int grpo_local_lanes(const Env *env, const Episode *ep, int K, int n_groups, const int *session,
+                     const int *src, const Lane *global, Lane *local);
+
+// Rewards of one bank after `h` sessions: mean F1 over the questions active at h (f1 of each
+// written to f1_out[k], k in qidx order, when not NULL) minus lambda * c(M), c the compression
+// penalty against the words seen up to h. qidx/nq: the active questions (grpo_active_questions).
+int grpo_active_questions(const Episode *ep, int h, int *qidx);
+double grpo_bank_reward(const GrpoConfig *c, const Env *env, const Episode *ep,
+                        const MemoryBank *bank, int h, const int *qidx, int nq, float *f1_out);
+
+// Writes every turn's advantage and weight:
+//   global turn (is_local 0) of rollout `lane` in session t: A = gadv[lane * H + t - 1], w = 1;
+//   local turn (is_local 1) of local lane j = g * K + k:     A = ladv[j],               w = omega.
+// gadv: (G, H); ladv: (n_local). Returns the number of turns whose lane or session lies outside
+// those shapes (they get A = 0, w = 0, so a bad record never borrows another turn's signal).
+int grpo_assign_advantages(const GrpoConfig *c, int G, int H, const float *gadv, int n_local,
+                           const float *ladv, PolicyTurn *turns, int n);
+
+// The credit-quality metric: Pearson correlation of advantage and minus mistakes over the
+// global turns and over the local turns (turns with mistakes < 0 are left out).
+void grpo_credit(const PolicyTurn *turns, int n, double *credit_global, double *credit_local);
+
+// One step's data: G rollouts of episode ep through sessions 1..H sampled by `actor` (its record
+// is replaced by tb), rewards, local groups (LoGo), and every turn in tb with its advantage and
+// weight. tb should be empty; the caller frees it. Returns 0, or -1 (message on stderr).
+int grpo_collect(const GrpoConfig *c, const Env *env, const Episode *ep, int H,
+                 const Actor *actor, Rng *rng, TurnBuffer *tb, GrpoStepStats *st);
+
+// ---- the update -------------------------------------------------------------------------------
+
+// The turns that enter the update: all of them (DILUTE), or those with advantage != 0 (SKIP).
+// Writes their indices to idx (room for n); returns how many.
+int grpo_update_turns(const GrpoConfig *c, const PolicyTurn *turns, int n, int *idx);
+
+// The loss of B packed rows, each one turn, and its gradient. Row layout (train.c packs it):
+// row b holds turn tb->turns[turn_of_row[b]], prompt then output from position 0, and
+//   logp[b * T + t] = log p(token t+1 | tokens <= t),   ent[b * T + t] its entropy,
+// so output token l sits at t = prompt_len - 1 + l, for l < L = min(out_len, T - prompt_len + 1).
+// dlogp, dent (B, T) are overwritten: the coefficients of grpo_turn_loss with scale 1 / m, m the
+// number of turns in this optimiser update (which may span several packed batches), zero at
+// positions no output token sits on. ref_lp (parallel to tb->tokens, the reference policy's
+// log-prob of each output token) is required when beta_kl > 0. Returns 0, or -1 (stderr).
+int grpo_rows_grad(const GrpoConfig *c, const TurnBuffer *tb, const float *ref_lp,
+                   const int *turn_of_row, int B, int T, const float *logp, const float *ent,
+                   int m, float *dlogp, float *dent, GrpoStats *st);
 
 #endif

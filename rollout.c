@@ -3,6 +3,8 @@
 // See rollout.h for the picture.
 #include "rollout.h"
 
+#include "credit.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,10 +39,11 @@ int turns_count(const TurnBuffer *tb) { return (int)arrlen(tb->turns); }
 
 static void turns_record(TurnBuffer *tb, const Lane *l, int lane, int session, int role,
                          const int *prompt, int prompt_len, const int *out, const float *logp,
-                         int out_len) {
+                         int out_len, int mistakes) {
     PolicyTurn t = {.lane = lane, .session = session, .role = role,
                     .offset = (int)arrlen(tb->tokens), .prompt_len = prompt_len,
-                    .out_len = out_len, .is_local = l->is_local, .advantage = 0, .weight = 1};
+                    .out_len = out_len, .is_local = l->is_local, .mistakes = mistakes,
+                    .advantage = 0, .weight = 1};
     for (int i = 0; i < prompt_len; i++) {
         arrput(tb->tokens, prompt[i]);
         arrput(tb->logp_old, 0.0f);
@@ -303,6 +306,14 @@ int rollout_run(const Env *env, Lane *lanes, int n_lanes, const Actor *a, Rng *r
                 int glen = rb.gen_len[i];
                 int malformed = 0;
                 l->outputs++;
+                // the credit metric's ground truth, judged on the state the policy saw (the
+                // bank before this output is applied); only recorded turns need it
+                int mistakes = -1;
+                if (a->record)
+                    mistakes = role == ROLE_EXTRACT
+                        ? credit_extract_mistakes(env, l->ep, st.session, st.chunk, g, glen)
+                        : credit_manage_mistakes(env, l->ep, &l->bank, cs[i].facts,
+                                                 cs[i].n_facts, &cs[i].shown, g, glen);
                 if (role == ROLE_EXTRACT) {
                     cs[i].n_facts = env_parse_extract(env, l->ep, st.session, st.chunk, g, glen,
                                                       cs[i].facts,
@@ -325,7 +336,7 @@ int rollout_run(const Env *env, Lane *lanes, int n_lanes, const Actor *a, Rng *r
                                  rb.prompts + (size_t)i * maxT, rb.prompt_len[i], g,
                                  a->kind == ACTOR_MODEL ? rb.gen_logp + (size_t)i * rb.stride
                                                         : NULL,
-                                 glen);
+                                 glen, mistakes);
                 // the session's last chunk: snapshot the bank after the manager ran
                 if (role == ROLE_MANAGE && l->snapshots &&
                     (k + 1 == n_steps[i] || steps[i][k + 1].session != st.session))

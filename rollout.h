@@ -27,6 +27,8 @@ typedef struct {
     int offset;               // start in TurnBuffer.tokens / .logp_old
     int prompt_len, out_len;  // tokens[offset .. offset+prompt_len+out_len)
     int is_local;
+    int mistakes;             // true mistakes against the oracle (credit.h), -1 if unknown;
+                              // counted for every recorded turn, the teacher's included
     float advantage, weight;
 } PolicyTurn;
 

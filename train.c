@@ -31,6 +31,7 @@
 #include "model.h"
 #include "rng.h"
 #include "rollout.h"
+#include "stats.h"
 
 #ifdef MEMR2_GPU
 static const ModelBackend *const BACKEND = &gpu_backend;
@@ -64,6 +65,7 @@ typedef struct {
     float lr;
     int turns_per_update;
     int eval_every, val_episodes;
+    int select_best;           // 1: each stage ends on its best-validation policy; 0: its last
     GrpoConfig grpo;
     AdamWConfig adamw;
     // evaluation
@@ -80,7 +82,7 @@ static void options_default(Options *o) {
     o->train_path = "data/train.json";
     o->val_path = "data/val.json";
     o->test_path = "data/test.json";
-    o->gen_train = 64, o->gen_val = 4, o->gen_test = 8, o->gen_sessions = 32;
+    o->gen_train = 64, o->gen_val = 16, o->gen_test = 48, o->gen_sessions = 32;
     o->out_dir = "out";
     o->seed = 1;
     o->layers = 4, o->heads = 4, o->channels = 128, o->max_seq = 256, o->max_batch = 32;
@@ -91,11 +93,11 @@ static void options_default(Options *o) {
     o->horizons[0] = 8, o->horizons[1] = 16, o->horizons[2] = 32;
     o->lr = 3e-5f;
     o->turns_per_update = 128;
-    o->eval_every = 2, o->val_episodes = 4;
+    o->eval_every = 2, o->val_episodes = 16;
     grpo_config_default(&o->grpo);
     o->adamw = (AdamWConfig){.lr = 0, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f,
                              .weight_decay = 0.0f, .grad_clip = 1.0f};
-    o->test_episodes = 8;
+    o->test_episodes = 48;
 }
 
 static void usage(FILE *f, const char *prog) {
@@ -137,7 +139,11 @@ static void usage(FILE *f, const char *prog) {
 "  --beta-kl X --beta-ent X --eps-clip X --dual-clip X   (default %g %g %g %g)\n"
 "  --ppo-epochs N       (default %d)    --turns-per-update N (default %d)\n"
 "  --lambda X --rho X   compression penalty (default %g %g)\n"
+"  --zero-adv MODE      dilute (turns with advantage 0 count in the loss's mean, the paper)\n"
+"                       | skip (they stay out of the update) (default %s)\n"
 "  --eval-every N       validation every N RL steps (default %d)\n"
+"  --select WHICH       last | best: the policy a stage ends on, seeding the next stage and\n"
+"                       reported (default last: best-of-validation on few episodes picks noise)\n"
 "  --val-episodes N     (default %d)    --test-episodes N (default %d)\n"
 "  -q, --quiet          no progress lines\n"
 "  -h, --help\n",
@@ -146,7 +152,8 @@ static void usage(FILE *f, const char *prog) {
             d.max_batch, d.sft_steps, d.sft_lr, d.sft_batch, d.teacher_noise, d.stage_steps[0],
             d.stage_steps[1], d.stage_steps[2], d.lr, d.grpo.G, d.grpo.K, d.grpo.p_local,
             d.grpo.omega, d.grpo.beta_kl, d.grpo.beta_ent, d.grpo.eps_clip, d.grpo.dual_clip,
-            d.grpo.ppo_epochs, d.turns_per_update, d.grpo.lambda, d.grpo.rho, d.eval_every,
+            d.grpo.ppo_epochs, d.turns_per_update, d.grpo.lambda, d.grpo.rho,
+            d.grpo.zero_adv == ZERO_ADV_SKIP ? "skip" : "dilute", d.eval_every,
             d.val_episodes, d.test_episodes);
 }
 
@@ -180,7 +187,7 @@ enum {
     OPT_CHANNELS, OPT_MAXSEQ, OPT_MAXBATCH, OPT_SFT_STEPS, OPT_SFT_LR, OPT_SFT_BATCH,
     OPT_NOISE, OPT_ALGO, OPT_DIRECT, OPT_STAGE_STEPS, OPT_LR, OPT_G, OPT_K, OPT_PLOCAL,
     OPT_OMEGA, OPT_REWARD, OPT_BKL, OPT_BENT, OPT_EPS, OPT_DUAL, OPT_EPOCHS, OPT_TPU,
-    OPT_LAMBDA, OPT_RHO, OPT_EVAL_EVERY, OPT_VAL_EPISODES, OPT_TEST_EPISODES, OPT_INIT, OPT_SHOW_BANK,
+    OPT_LAMBDA, OPT_RHO, OPT_ZERO_ADV, OPT_SELECT, OPT_EVAL_EVERY, OPT_VAL_EPISODES, OPT_TEST_EPISODES, OPT_INIT, OPT_SHOW_BANK,
 };
 
 static int parse_options(int argc, char **argv, Options *o) {
@@ -219,6 +226,8 @@ static int parse_options(int argc, char **argv, Options *o) {
         {"turns-per-update", required_argument, 0, OPT_TPU},
         {"lambda", required_argument, 0, OPT_LAMBDA},
         {"rho", required_argument, 0, OPT_RHO},
+        {"zero-adv", required_argument, 0, OPT_ZERO_ADV},
+        {"select", required_argument, 0, OPT_SELECT},
         {"eval-every", required_argument, 0, OPT_EVAL_EVERY},
         {"val-episodes", required_argument, 0, OPT_VAL_EPISODES},
         {"test-episodes", required_argument, 0, OPT_TEST_EPISODES},
@@ -299,6 +308,22 @@ static int parse_options(int argc, char **argv, Options *o) {
         case OPT_TPU: rc = parse_int("--turns-per-update", optarg, 1, 1 << 20, &o->turns_per_update); break;
         case OPT_LAMBDA: rc = parse_float("--lambda", optarg, 0, 100, &o->grpo.lambda); break;
         case OPT_RHO: rc = parse_float("--rho", optarg, 0, 100, &o->grpo.rho); break;
+        case OPT_SELECT:
+            if (!strcmp(optarg, "last")) o->select_best = 0;
+            else if (!strcmp(optarg, "best")) o->select_best = 1;
+            else {
+                fprintf(stderr, "error: --select wants last or best, got '%s'\n", optarg);
+                rc = -1;
+            }
+            break;
+        case OPT_ZERO_ADV:
+            if (!strcmp(optarg, "dilute")) o->grpo.zero_adv = ZERO_ADV_DILUTE;
+            else if (!strcmp(optarg, "skip")) o->grpo.zero_adv = ZERO_ADV_SKIP;
+            else {
+                fprintf(stderr, "error: --zero-adv wants dilute or skip, got '%s'\n", optarg);
+                rc = -1;
+            }
+            break;
         case OPT_EVAL_EVERY: rc = parse_int("--eval-every", optarg, 1, 1000000, &o->eval_every); break;
         case OPT_VAL_EPISODES: rc = parse_int("--val-episodes", optarg, 1, 100000, &o->val_episodes); break;
         case OPT_TEST_EPISODES: rc = parse_int("--test-episodes", optarg, 1, 100000, &o->test_episodes); break;
@@ -498,8 +523,10 @@ static Actor model_actor(Trainer *tr, Model *m, float temperature, TurnBuffer *r
 
 static const char *vocab_word_cb(void *vocab, int id) { return vocab_word(vocab, id); }
 
+// ep_f1 (optional, (n_h, n_episodes)): each episode's mean F1 over its questions, for the paired
+// comparisons of the final table.
 static int eval_model(Trainer *tr, const Model *m_policy, const Dataset *ds, int n_episodes,
-                      const int *horizons, int n_h, EvalResult *res) {
+                      const int *horizons, int n_h, EvalResult *res, double *ep_f1) {
     int n = min_int(n_episodes, ds->n);
     int hmax = 0;
     for (int i = 0; i < n_h; i++) hmax = horizons[i] > hmax ? horizons[i] : hmax;
@@ -525,7 +552,13 @@ static int eval_model(Trainer *tr, const Model *m_policy, const Dataset *ds, int
             const Lane *l = &lanes[e];
             int H = min_int(horizons[h], l->last_session);
             memory_restore(&bank, lane_snapshot(l, H));
+            double f1_before = res[h].f1;  // a running sum until eval_finish
+            int q_before = res[h].questions;
             eval_add_episode(&tr->env, l->ep, H, &bank, &l->written, &res[h]);
+            if (ep_f1) {
+                int nq = res[h].questions - q_before;
+                ep_f1[(size_t)h * n + e] = nq > 0 ? (res[h].f1 - f1_before) / nq : 0.0;
+            }
             const LaneCounters *c = lane_counters(l, H);
             res[h].ops.inserts += c->stats.inserts, res[h].ops.updates += c->stats.updates;
             res[h].ops.deletes += c->stats.deletes, res[h].ops.noops += c->stats.noops;
@@ -647,49 +680,17 @@ done:
 }
 
 // ---------------------------------------------------------------------------------------------
-// One LoGo-GRPO step
+// One LoGo-GRPO step: grpo_collect (grpo.c) makes the turns and their advantages; here the
+// backend plumbing runs the PPO epochs over them.
 
 typedef struct {
-    double reward_mean, reward_std, frac_zero_std;
-    double adv_global_mean, adv_global_std, adv_local_mean, adv_local_std;
-    int local_groups, local_zero_std, n_global_turns, n_local_turns;
-    GrpoStats gs;
+    GrpoStepStats g;   // what grpo_collect measured
+    GrpoStats gs;      // the loss terms of the first PPO epoch (clipped: first and last)
+    int turns_update;  // turns that entered the update (all, or those with A != 0: --zero-adv)
     double grad_norm;
-    double mem_words, mfail_proxy;
-    MemoryStats ops;
-    RolloutSpeed roll, reroll;
     double train_s;
     long train_tokens;
 } StepMetrics;
-
-static void mean_std(const float *x, int n, double *mean, double *std) {
-    double s = 0, ss = 0;
-    for (int i = 0; i < n; i++) s += x[i];
-    double m = n ? s / n : 0;
-    for (int i = 0; i < n; i++) ss += (x[i] - m) * (x[i] - m);
-    *mean = m;
-    *std = n ? sqrt(ss / n) : 0;
-}
-
-// Questions of an episode answerable after `h` sessions: their indices, returns the count.
-static int answerable(const Episode *ep, int h, int *qidx) {
-    int n = 0;
-    for (int q = 0; q < ep->n_qa; q++)
-        if (question_active(&ep->qa[q], h)) qidx[n++] = q;
-    return n;
-}
-
-static double mean_f1(const Env *env, const MemoryBank *bank, const Episode *ep, const int *qidx,
-                      int nq, float *f1_out) {
-    char pred[512];
-    double s = 0;
-    for (int i = 0; i < nq; i++) {
-        double f = env_answer(env, bank, ep, &ep->qa[qidx[i]], pred, sizeof pred).f1;
-        if (f1_out) f1_out[i] = (float)f;
-        s += f;
-    }
-    return nq ? s / nq : 0;
-}
 
 // Sorting turn indices by length keeps padding (wasted rows of the (B, T) batch) small. The key
 // packs (length, index) into one integer, so the order is total and needs no context pointer.
@@ -735,23 +736,22 @@ static int score_turns(Trainer *tr, Model *m, const TurnBuffer *tb, float *out) 
     return 0;
 }
 
-// PPO epochs over the recorded turns: forward -> grpo_turn_loss per turn -> backward -> AdamW.
+// PPO epochs over the turns grpo_update_turns lets in: forward -> grpo_rows_grad -> backward ->
+// AdamW, in minibatches of turns_per_update turns (each one optimiser update, loss = mean over it).
 static int ppo_update(Trainer *tr, const TurnBuffer *tb, float lr, StepMetrics *sm) {
     const Options *o = &tr->opt;
-    int n = turns_count(tb), rc = -1;
+    int n_all = turns_count(tb), rc = -1;
     size_t ntok = (size_t)arrlen(tb->tokens);
     float *ref_lp = calloc(ntok ? ntok : 1, sizeof(float));
-    int *order = malloc(sizeof(int) * (size_t)(n ? n : 1));
-    float *buf = malloc(sizeof(float) * 4 * (size_t)tr->mcfg.maxT);
-    if (!ref_lp || !order || !buf) goto done;
+    int *order = malloc(sizeof(int) * (size_t)(n_all ? n_all : 1));
+    if (!ref_lp || !order) goto done;
     double t0 = now_seconds();
-    if (score_turns(tr, tr->ref, tb, ref_lp) != 0) goto done;
-    float *lp_new = buf, *ent = buf + tr->mcfg.maxT, *dl = buf + 2 * tr->mcfg.maxT,
-          *de = buf + 3 * tr->mcfg.maxT;
-    for (int i = 0; i < n; i++) order[i] = i;
+    int n = grpo_update_turns(&o->grpo, tb->turns, n_all, order);
+    sm->turns_update = n;
+    if (n > 0 && score_turns(tr, tr->ref, tb, ref_lp) != 0) goto done;
     double gn_sum = 0;
     int updates = 0;
-    for (int epoch = 0; epoch < o->grpo.ppo_epochs; epoch++) {
+    for (int epoch = 0; epoch < o->grpo.ppo_epochs && n > 0; epoch++) {
         for (int i = n - 1; i > 0; i--) {  // Fisher-Yates: fresh minibatches every epoch
             int j = (int)rng_below(&tr->rng, (uint32_t)(i + 1));
             int t = order[i];
@@ -769,27 +769,11 @@ static int ppo_update(Trainer *tr, const TurnBuffer *tb, float lr, StepMetrics *
                 if (BACKEND->forward(tr->model, tr->rows.tokens, tr->rows.targets, B, T,
                                      tr->rows.logp, tr->rows.ent) != 0)
                     goto done;
-                memset(tr->rows.dlogp, 0, sizeof(float) * (size_t)B * T);
-                memset(tr->rows.dent, 0, sizeof(float) * (size_t)B * T);
-                for (int b = 0; b < B; b++) {
-                    const PolicyTurn *pt = &tb->turns[mbi[s + b]];
-                    int L = min_int(pt->out_len, T - pt->prompt_len + 1);
-                    size_t row = (size_t)b * T + (size_t)(pt->prompt_len - 1);
-                    for (int l = 0; l < L; l++) {
-                        lp_new[l] = tr->rows.logp[row + l];
-                        ent[l] = tr->rows.ent[row + l];
-                        dl[l] = de[l] = 0;
-                    }
-                    const float *old = tb->logp_old + pt->offset + pt->prompt_len;
-                    const float *ref = ref_lp + pt->offset + pt->prompt_len;
-                    grpo_turn_loss(&o->grpo, L, lp_new, old, ref, ent, pt->advantage, pt->weight,
-                                   1.0f / (float)m, dl, de, &gs);
-                    for (int l = 0; l < L; l++) {
-                        tr->rows.dlogp[row + l] = dl[l];
-                        tr->rows.dent[row + l] = de[l];
-                    }
-                    sm->train_tokens += pt->prompt_len + pt->out_len;
-                }
+                if (grpo_rows_grad(&o->grpo, tb, ref_lp, mbi + s, B, T, tr->rows.logp,
+                                   tr->rows.ent, m, tr->rows.dlogp, tr->rows.dent, &gs) != 0)
+                    goto done;
+                for (int b = 0; b < B; b++)
+                    sm->train_tokens += tb->turns[mbi[s + b]].prompt_len + tb->turns[mbi[s + b]].out_len;
                 BACKEND->backward(tr->model, tr->rows.dlogp, tr->rows.dent);
             }
             AdamWConfig adam = o->adamw;
@@ -810,134 +794,18 @@ static int ppo_update(Trainer *tr, const TurnBuffer *tb, float lr, StepMetrics *
 done:
     free(ref_lp);
     free(order);
-    free(buf);
     return rc;
 }
 
+// One step on one training episode drawn at random: collect (grpo.c), then update.
 static int rl_step(Trainer *tr, int H, float lr, StepMetrics *sm) {
-    const Options *o = &tr->opt;
-    const GrpoConfig *gc = &o->grpo;
     memset(sm, 0, sizeof *sm);
     const Episode *ep = &tr->train.episodes[rng_below(&tr->rng, (uint32_t)tr->train.n)];
     H = min_int(H, ep->n_sessions);
-    int G = gc->G, rc = -1, made = 0, made_local = 0;
     TurnBuffer tb = {0};
-    Lane *lanes = calloc((size_t)G, sizeof *lanes);
-    int *qidx = malloc(sizeof(int) * (size_t)(ep->n_qa ? ep->n_qa : 1));
-    float *f1 = malloc(sizeof(float) * (size_t)G * (size_t)(ep->n_qa ? ep->n_qa : 1));
-    unsigned char *q_session = calloc((size_t)(ep->n_qa ? ep->n_qa : 1) * (size_t)H, 1);
-    float *penalty = malloc(sizeof(float) * (size_t)G);
-    float *r = malloc(sizeof(float) * (size_t)G * H), *adv = malloc(sizeof(float) * (size_t)G * H);
-    Lane *local = NULL;
-    int *local_session = NULL, *local_src = NULL, n_local_groups = 0;
-    if (!lanes || !qidx || !f1 || !q_session || !penalty || !r || !adv) goto done;
-
-    // 1. G global rollouts from an empty bank through sessions 1..H, sampled at temperature 1
-    for (int i = 0; i < G; i++, made++)
-        if (lane_init(&lanes[i], &tr->env, ep, 1, H, 1) != 0) goto done;
-    Actor actor = model_actor(tr, tr->model, 1.0f, &tb);
-    if (rollout_run(&tr->env, lanes, G, &actor, &tr->rng, &sm->roll) != 0) goto done;
-    sm->n_global_turns = turns_count(&tb);
-
-    // 2. score every final bank; per-session (or trajectory) rewards; global advantages
-    int Q = answerable(ep, H, qidx);
-    for (int k = 0; k < Q; k++) {
-        const Question *q = &ep->qa[qidx[k]];
-        for (int e = 0; e < q->n_evidence; e++) {
-            int s = DIA_SESSION(q->evidence[e]);
-            if (s >= 1 && s <= H) q_session[(size_t)k * H + (s - 1)] = 1;
-        }
-    }
-    long seen = env_words_seen(&tr->env, ep, H);
-    float *traj = malloc(sizeof(float) * (size_t)G);
-    if (!traj) goto done;
-    for (int i = 0; i < G; i++) {
-        traj[i] = (float)mean_f1(&tr->env, &lanes[i].bank, ep, qidx, Q, f1 + (size_t)i * Q);
-        penalty[i] = (float)env_compression_penalty(&tr->env, &lanes[i].bank, seen);
-        traj[i] -= gc->lambda * penalty[i];
-        sm->mem_words += (double)memory_words(&lanes[i].bank) / G;
-        MemoryStats *st = &lanes[i].stats;
-        sm->ops.inserts += st->inserts, sm->ops.updates += st->updates;
-        sm->ops.deletes += st->deletes, sm->ops.noops += st->noops;
-        sm->ops.invalid += st->invalid + lanes[i].malformed, sm->ops.overflow += st->overflow;
-    }
-    mean_std(traj, G, &sm->reward_mean, &sm->reward_std);
-    free(traj);
-    grpo_global_rewards(gc, G, H, Q, f1, q_session, penalty, r);
-    int zero = grpo_global_advantages(G, H, r, adv);
-    sm->frac_zero_std = (double)zero / H;
-    mean_std(adv, G * H, &sm->adv_global_mean, &sm->adv_global_std);
-    for (int t = 0; t < sm->n_global_turns; t++) {
-        PolicyTurn *pt = &tb.turns[t];
-        pt->advantage = adv[(size_t)pt->lane * H + (pt->session - 1)];
-        pt->weight = 1.0f;
-    }
-
-    // 3. local groups: per session, with probability p, K reruns of session t from one
-    //    rollout's snapshot before t, scored on the bank right after t
-    if (gc->local && gc->K > 1) {
-        int K = gc->K;
-        local_session = malloc(sizeof(int) * (size_t)H);
-        local_src = malloc(sizeof(int) * (size_t)H);
-        if (!local_session || !local_src) goto done;
-        for (int t = 1; t <= H; t++) {
-            if (rng_float(&tr->rng) >= gc->p_local) continue;
-            local_session[n_local_groups] = t;
-            local_src[n_local_groups] = (int)rng_below(&tr->rng, (uint32_t)G);
-            n_local_groups++;
-        }
-        local = calloc((size_t)(n_local_groups * K + 1), sizeof *local);
-        if (!local) goto done;
-        for (int g = 0; g < n_local_groups; g++)
-            for (int k = 0; k < K; k++, made_local++) {
-                Lane *l = &local[g * K + k];
-                int t = local_session[g];
-                if (lane_init(l, &tr->env, ep, t, t, 0) != 0) goto done;
-                lane_restore(l, lane_snapshot(&lanes[local_src[g]], t - 1));
-                l->is_local = 1;
-            }
-        int first_local_turn = turns_count(&tb);
-        if (n_local_groups > 0 &&
-            rollout_run(&tr->env, local, n_local_groups * K, &actor, &tr->rng, &sm->reroll) != 0)
-            goto done;
-        // Lane indices in local turns are relative to the local array.
-        float *rk = malloc(sizeof(float) * (size_t)K), *ak = malloc(sizeof(float) * (size_t)K);
-        float *ladv = malloc(sizeof(float) * (size_t)(n_local_groups * K + 1));
-        if (!rk || !ak || !ladv) {
-            free(rk), free(ak), free(ladv);
-            goto done;
-        }
-        for (int g = 0; g < n_local_groups; g++) {
-            int t = local_session[g];
-            int nq = answerable(ep, t, qidx);
-            long seen_t = env_words_seen(&tr->env, ep, t);
-            for (int k = 0; k < K; k++) {
-                const MemoryBank *b = &local[g * K + k].bank;
-                rk[k] = (float)(mean_f1(&tr->env, b, ep, qidx, nq, NULL) -
-                                gc->lambda * env_compression_penalty(&tr->env, b, seen_t));
-            }
-            sm->local_zero_std += grpo_zscore(rk, K, ak);
-            for (int k = 0; k < K; k++) ladv[g * K + k] = ak[k];
-        }
-        for (int t = first_local_turn; t < turns_count(&tb); t++) {
-            PolicyTurn *pt = &tb.turns[t];
-            pt->advantage = ladv[pt->lane];
-            pt->weight = gc->omega;
-        }
-        sm->local_groups = n_local_groups;
-        sm->n_local_turns = turns_count(&tb) - first_local_turn;
-        mean_std(ladv, n_local_groups * K, &sm->adv_local_mean, &sm->adv_local_std);
-        free(rk), free(ak), free(ladv);
-    }
-
-    // 4. the update: PPO epochs over global and local turns together
-    if (ppo_update(tr, &tb, lr, sm) != 0) goto done;
-    rc = 0;
-done:
-    for (int i = 0; i < made; i++) lane_free(&lanes[i]);
-    for (int i = 0; i < made_local; i++) lane_free(&local[i]);
-    free(lanes), free(local), free(local_session), free(local_src);
-    free(qidx), free(f1), free(q_session), free(penalty), free(r), free(adv);
+    Actor actor = model_actor(tr, tr->model, 1.0f, &tb);  // sampled at temperature 1
+    int rc = grpo_collect(&tr->opt.grpo, &tr->env, ep, H, &actor, &tr->rng, &tb, &sm->g);
+    if (rc == 0) rc = ppo_update(tr, &tb, lr, sm);
     turns_free(&tb);
     return rc;
 }
@@ -948,7 +816,7 @@ done:
 static double validate(Trainer *tr, Model *m, int H) {
     EvalResult res;
     int h = min_int(H, max_sessions(&tr->val));
-    if (eval_model(tr, m, &tr->val, tr->opt.val_episodes, &h, 1, &res) != 0) return -1;
+    if (eval_model(tr, m, &tr->val, tr->opt.val_episodes, &h, 1, &res, NULL) != 0) return -1;
     return res.f1;
 }
 
@@ -992,6 +860,55 @@ static void write_curve(Trainer *tr, const CurvePoint *reward, const CurvePoint 
     if (system(cmd) != 0)
         fprintf(stderr, "warning: gnuplot failed or is missing (apt-get install gnuplot-nox); "
                         "the curve's data is in %s\n", dat);
+}
+
+// A JSON number, or null for NaN / inf (JSON has no NaN): "%s" of buf.
+static const char *json_num(char *buf, size_t n, double x, const char *fmt) {
+    if (isfinite(x)) snprintf(buf, n, fmt, x);
+    else snprintf(buf, n, "null");
+    return buf;
+}
+
+// One RL step's line of log.jsonl (metric names of DESIGN section 6, plus the credit-quality
+// metrics of docs/design.md).
+static void log_rl_step(Trainer *tr, int stage, int H, const StepMetrics *sm, double dt,
+                        double val_f1) {
+    const Options *o = &tr->opt;
+    const GrpoStepStats *g = &sm->g;
+    int nt = sm->gs.n_turns ? sm->gs.n_turns : 1, nk = sm->gs.n_tokens ? sm->gs.n_tokens : 1;
+    int turns = g->turns_global + g->turns_local;
+    double zg = g->groups_global ? (double)g->zero_std_global / g->groups_global : 0;
+    char cg[32], cl[32], zl[32], f[3072];
+    snprintf(f, sizeof f,
+             "\"phase\":\"rl\",\"stage\":%d,\"sessions\":%d,\"reward_mean\":%.5f,"
+             "\"reward_std\":%.5f,\"frac_reward_zero_std\":%.4f,"
+             "\"frac_zero_std_global\":%.4f,\"frac_zero_std_local\":%s,"
+             "\"frac_nonzero_adv\":%.4f,\"credit_global\":%s,\"credit_local\":%s,"
+             "\"adv_global_mean\":%.4f,\"adv_global_std\":%.4f,"
+             "\"adv_local_mean\":%.4f,\"adv_local_std\":%.4f,\"local_groups\":%d,"
+             "\"local_zero_std\":%d,\"turns_global\":%d,\"turns_local\":%d,\"turns_update\":%d,"
+             "\"loss\":%.5f,\"kl\":%.6f,\"entropy\":%.4f,\"ratio\":%.4f,"
+             "\"clip_frac\":%.4f,\"grad_norm\":%.4f,\"mem_words\":%.1f,"
+             "\"ops_insert\":%d,\"ops_update\":%d,\"ops_delete\":%d,\"ops_noop\":%d,"
+             "\"ops_invalid\":%d,\"tok_s_rollout\":%.0f,\"tok_s_rerollout\":%.0f,"
+             "\"tok_s_train\":%.0f,\"step_s\":%.2f%s%.4f",
+             stage, H, g->reward_mean, g->reward_std, zg, zg,
+             json_num(zl, sizeof zl,
+                      g->groups_local ? (double)g->zero_std_local / g->groups_local : NAN, "%.4f"),
+             turns ? (double)g->turns_nonzero / turns : 0.0,
+             json_num(cg, sizeof cg, g->credit_global, "%.4f"),
+             json_num(cl, sizeof cl, g->credit_local, "%.4f"), g->adv_global_mean,
+             g->adv_global_std, g->adv_local_mean, g->adv_local_std, g->groups_local,
+             g->zero_std_local, g->turns_global, g->turns_local, sm->turns_update, sm->gs.loss,
+             sm->gs.kl / nk, sm->gs.entropy / nk, sm->gs.ratio / nt,
+             (double)sm->gs.clipped / (nt * (o->grpo.ppo_epochs > 1 ? 2 : 1)), sm->grad_norm,
+             g->mem_words, g->ops.inserts, g->ops.updates, g->ops.deletes, g->ops.noops,
+             g->ops.invalid,
+             (g->roll.prompt_tokens + g->roll.new_tokens) / (g->roll.seconds + 1e-9),
+             (g->reroll.prompt_tokens + g->reroll.new_tokens) / (g->reroll.seconds + 1e-9),
+             sm->train_tokens / (sm->train_s + 1e-9), dt,
+             val_f1 >= 0 ? ",\"val_f1\":" : ",\"val_f1_pending\":", val_f1 >= 0 ? val_f1 : 0);
+    log_line(tr, f);
 }
 
 static int run_curriculum(Trainer *tr) {
@@ -1039,48 +956,28 @@ static int run_curriculum(Trainer *tr) {
                     if (save_params(tr, tr->model, name, scratch) != 0) goto done;
                 }
             }
-            arrput(reward_pts, ((CurvePoint){(float)tr->global_step, (float)sm.reward_mean}));
-            int nt = sm.gs.n_turns ? sm.gs.n_turns : 1, nk = sm.gs.n_tokens ? sm.gs.n_tokens : 1;
-            char f[2048];
-            snprintf(f, sizeof f,
-                     "\"phase\":\"rl\",\"stage\":%d,\"sessions\":%d,\"reward_mean\":%.5f,"
-                     "\"reward_std\":%.5f,\"frac_reward_zero_std\":%.4f,"
-                     "\"adv_global_mean\":%.4f,\"adv_global_std\":%.4f,"
-                     "\"adv_local_mean\":%.4f,\"adv_local_std\":%.4f,\"local_groups\":%d,"
-                     "\"local_zero_std\":%d,\"turns_global\":%d,\"turns_local\":%d,"
-                     "\"loss\":%.5f,\"kl\":%.6f,\"entropy\":%.4f,\"ratio\":%.4f,"
-                     "\"clip_frac\":%.4f,\"grad_norm\":%.4f,\"mem_words\":%.1f,"
-                     "\"ops_insert\":%d,\"ops_update\":%d,\"ops_delete\":%d,\"ops_noop\":%d,"
-                     "\"ops_invalid\":%d,\"tok_s_rollout\":%.0f,\"tok_s_rerollout\":%.0f,"
-                     "\"tok_s_train\":%.0f,\"step_s\":%.2f%s%.4f",
-                     stage + 1, H, sm.reward_mean, sm.reward_std, sm.frac_zero_std,
-                     sm.adv_global_mean, sm.adv_global_std, sm.adv_local_mean, sm.adv_local_std,
-                     sm.local_groups, sm.local_zero_std, sm.n_global_turns, sm.n_local_turns,
-                     sm.gs.loss, sm.gs.kl / nk, sm.gs.entropy / nk, sm.gs.ratio / nt,
-                     (double)sm.gs.clipped / (nt * (o->grpo.ppo_epochs > 1 ? 2 : 1)),
-                     sm.grad_norm, sm.mem_words, sm.ops.inserts, sm.ops.updates, sm.ops.deletes,
-                     sm.ops.noops, sm.ops.invalid,
-                     (sm.roll.prompt_tokens + sm.roll.new_tokens) / (sm.roll.seconds + 1e-9),
-                     (sm.reroll.prompt_tokens + sm.reroll.new_tokens) / (sm.reroll.seconds + 1e-9),
-                     sm.train_tokens / (sm.train_s + 1e-9), dt,
-                     val_f1 >= 0 ? ",\"val_f1\":" : ",\"val_f1_pending\":", val_f1 >= 0 ? val_f1 : 0);
-            log_line(tr, f);
+            arrput(reward_pts, ((CurvePoint){(float)tr->global_step, (float)sm.g.reward_mean}));
+            log_rl_step(tr, stage + 1, H, &sm, dt, val_f1);
             if (!o->quiet) {
                 double el = now_seconds() - t_rl;
+                int nt = sm.gs.n_turns ? sm.gs.n_turns : 1, nk = sm.gs.n_tokens ? sm.gs.n_tokens : 1;
                 printf("stage %d (H=%d) step %3d/%d  reward %.3f±%.3f  zero-std %.2f  local %d  "
-                       "kl %.4f  clip %.2f  %.1fs/step",
-                       stage + 1, H, step + 1, steps, sm.reward_mean, sm.reward_std,
-                       sm.frac_zero_std, sm.local_groups, sm.gs.kl / nk,
-                       (double)sm.gs.clipped / (nt * (o->grpo.ppo_epochs > 1 ? 2 : 1)), dt);
+                       "kl %.4f  clip %.2f  credit %.2f/%.2f  %.1fs/step",
+                       stage + 1, H, step + 1, steps, sm.g.reward_mean, sm.g.reward_std,
+                       (double)sm.g.zero_std_global / (sm.g.groups_global ? sm.g.groups_global : 1),
+                       sm.g.groups_local, sm.gs.kl / nk,
+                       (double)sm.gs.clipped / (nt * (o->grpo.ppo_epochs > 1 ? 2 : 1)),
+                       sm.g.credit_global, sm.g.credit_local, dt);
                 if (val_f1 >= 0) printf("  val F1 %.4f (best %.4f)", val_f1, best_f1);
                 printf("  eta %.0fs\n", el / done_steps * (total_steps - done_steps));
                 fflush(stdout);
             }
         }
-        // the best-validation checkpoint of the stage seeds the next one
-        BACKEND->set_params(tr->model, best);
-        printf("stage %d done: best validation F1 %.4f (%s/%s)\n", stage + 1, best_f1,
-               o->out_dir, name);
+        // --select best: the best-validation checkpoint of the stage seeds the next one;
+        // last (default): the policy as trained (best_h*.bin is kept either way)
+        if (o->select_best) BACKEND->set_params(tr->model, best);
+        printf("stage %d done: best validation F1 %.4f (%s/%s); continuing from the %s policy\n",
+               stage + 1, best_f1, o->out_dir, name, o->select_best ? "best" : "last");
     }
     write_curve(tr, reward_pts, val_pts);
     rc = 0;
@@ -1103,78 +1000,171 @@ static int eval_horizons(const Dataset *ds, int asked, int *h) {
     return n;
 }
 
-// The final table: none / insert-only / SFT / trained / oracle at 8, 16, 32 sessions.
-static int final_table(Trainer *tr, const float *sft_params) {
-    int hs[3], nh = eval_horizons(&tr->test, 0, hs);
-    const char *rows[5] = {"none", "insert-only", "sft", "trained", "oracle"};
-    EvalResult res[5][3];
-    BaselinePolicy base[2] = {POLICY_NONE, POLICY_INSERT_ONLY};
-    Dataset test = tr->test;
-    if (test.n > tr->opt.test_episodes) test.n = tr->opt.test_episodes;
-    for (int b = 0; b < 2; b++)
-        for (int h = 0; h < nh; h++)
-            if (eval_baseline(&tr->env, &test, base[b], hs[h], &res[b][h]) != 0) return -1;
-    for (int h = 0; h < nh; h++)
-        if (eval_baseline(&tr->env, &test, POLICY_ORACLE, hs[h], &res[4][h]) != 0) return -1;
+// The final table: none / insert-only / SFT / trained / oracle at 8, 16, 32 sessions, and the
+// paired per-episode F1 differences of the trained policy with 95% t-intervals (README
+// "Evaluation").
+
+enum { ROW_NONE, ROW_INSERT, ROW_SFT, ROW_TRAINED, ROW_ORACLE, N_ROWS };
+static const char *const ROW_NAMES[N_ROWS] = {"none", "insert-only", "sft", "trained", "oracle"};
+
+typedef struct {
+    int nh, hs[3], n;          // horizons; test episodes
+    int have[N_ROWS];
+    EvalResult res[N_ROWS][3];
+    double *ep_f1[N_ROWS];     // (nh, n) per-episode F1 of insert-only, sft, trained
+} FinalTable;
+
+// insert-only per episode: the baseline run on one-episode views of the test set.
+static int baseline_per_episode(const Env *env, const Dataset *test, const FinalTable *ft,
+                                double *ep_f1) {
+    for (int e = 0; e < test->n; e++) {
+        Dataset one = *test;
+        one.episodes = test->episodes + e;
+        one.n = 1;
+        for (int h = 0; h < ft->nh; h++) {
+            EvalResult r;
+            if (eval_baseline(env, &one, POLICY_INSERT_ONLY, ft->hs[h], &r) != 0) return -1;
+            ep_f1[(size_t)h * test->n + e] = r.f1;
+        }
+    }
+    return 0;
+}
+
+static int final_eval(Trainer *tr, const float *sft_params, const Dataset *test, FinalTable *ft) {
+    for (int r = 0; r < N_ROWS; r++) ft->have[r] = r != ROW_SFT || sft_params;
+    for (int h = 0; h < ft->nh; h++) {
+        if (eval_baseline(&tr->env, test, POLICY_NONE, ft->hs[h], &ft->res[ROW_NONE][h]) ||
+            eval_baseline(&tr->env, test, POLICY_INSERT_ONLY, ft->hs[h], &ft->res[ROW_INSERT][h]) ||
+            eval_baseline(&tr->env, test, POLICY_ORACLE, ft->hs[h], &ft->res[ROW_ORACLE][h]))
+            return -1;
+    }
+    for (int r = ROW_INSERT; r <= ROW_TRAINED; r++) {
+        if (!ft->have[r]) continue;
+        ft->ep_f1[r] = calloc((size_t)ft->nh * (size_t)test->n, sizeof(double));
+        if (!ft->ep_f1[r]) return -1;
+    }
+    if (baseline_per_episode(&tr->env, test, ft, ft->ep_f1[ROW_INSERT]) != 0) return -1;
     if (sft_params) {
         BACKEND->set_params(tr->ref, sft_params);
-        if (eval_model(tr, tr->ref, &test, test.n, hs, nh, res[2]) != 0) return -1;
+        if (eval_model(tr, tr->ref, test, test->n, ft->hs, ft->nh, ft->res[ROW_SFT],
+                       ft->ep_f1[ROW_SFT]) != 0)
+            return -1;
     }
-    if (eval_model(tr, tr->model, &test, test.n, hs, nh, res[3]) != 0) return -1;
-    char path[4096];
-    // Machine-readable: one JSON line per (policy, horizon), for dev/experiment.py.
-    path_join(path, sizeof path, tr->opt.out_dir, "eval.jsonl");
-    FILE *j = fopen(path, "w");
-    for (int r = 0; j && r < 5; r++) {
-        if (r == 2 && !sft_params) continue;
-        for (int h = 0; h < nh; h++) {
-            const EvalResult *e = &res[r][h];
+    return eval_model(tr, tr->model, test, test->n, ft->hs, ft->nh, ft->res[ROW_TRAINED],
+                      ft->ep_f1[ROW_TRAINED]);
+}
+
+// The trained policy against `base`, per horizon: mean paired difference and its interval.
+static void final_compare(const FinalTable *ft, int base, int h, double *m, double *lo,
+                          double *hi) {
+    const double *a = ft->ep_f1[ROW_TRAINED] + (size_t)h * ft->n;
+    const double *b = ft->ep_f1[base] + (size_t)h * ft->n;
+    stats_paired_ci(a, b, ft->n, m, lo, hi);
+}
+
+static void final_write_jsonl(const FinalTable *ft, FILE *j) {
+    for (int r = 0; r < N_ROWS; r++) {
+        if (!ft->have[r]) continue;
+        for (int h = 0; h < ft->nh; h++) {
+            const EvalResult *e = &ft->res[r][h];
             fprintf(j,
                     "{\"policy\":\"%s\",\"sessions\":%d,\"episodes\":%d,\"questions\":%d,"
                     "\"f1\":%.5f,\"bleu1\":%.5f,\"em\":%.5f,\"mfail\":%.5f,"
                     "\"mem_words\":%.2f,\"ops_insert\":%d,\"ops_update\":%d,"
                     "\"ops_delete\":%d,\"ops_noop\":%d,\"ops_invalid\":%d,\"malformed\":%d,"
                     "\"outputs\":%d}\n",
-                    rows[r], hs[h], e->episodes, e->questions, e->f1, e->bleu1, e->em, e->mfail,
-                    e->mem_words, e->ops.inserts, e->ops.updates, e->ops.deletes, e->ops.noops,
-                    e->ops.invalid, e->malformed, e->outputs);
+                    ROW_NAMES[r], ft->hs[h], e->episodes, e->questions, e->f1, e->bleu1, e->em,
+                    e->mfail, e->mem_words, e->ops.inserts, e->ops.updates, e->ops.deletes,
+                    e->ops.noops, e->ops.invalid, e->malformed, e->outputs);
         }
     }
-    if (j) fclose(j);
-    else fprintf(stderr, "warning: cannot write %s: %s\n", path, strerror(errno));
-    path_join(path, sizeof path, tr->opt.out_dir, "eval.md");
-    FILE *f = fopen(path, "w");
-    FILE *outs[2] = {stdout, f};
-    for (int k = 0; k < 2; k++) {
-        FILE *o = outs[k];
-        if (!o) continue;
-        fprintf(o, "\n| policy (%d test episodes) |", test.n);
-        for (int h = 0; h < nh; h++) fprintf(o, " F1@%d | BLEU-1@%d | M-Fail@%d |", hs[h], hs[h], hs[h]);
-        fprintf(o, "\n|---|");
-        for (int h = 0; h < nh; h++) fprintf(o, "---|---|---|");
-        fprintf(o, "\n");
-        for (int r = 0; r < 5; r++) {
-            if (r == 2 && !sft_params) continue;
-            fprintf(o, "| %s |", rows[r]);
-            for (int h = 0; h < nh; h++)
-                fprintf(o, " %.3f | %.3f | %.3f |", res[r][h].f1, res[r][h].bleu1, res[r][h].mfail);
-            fprintf(o, "\n");
+    // paired rows: "policy" names the comparison, so readers of the rows above skip them
+    for (int base = ROW_INSERT; base <= ROW_SFT; base++) {
+        if (!ft->have[base]) continue;
+        for (int h = 0; h < ft->nh; h++) {
+            double m, lo, hi;
+            char slo[32], shi[32];
+            final_compare(ft, base, h, &m, &lo, &hi);
+            fprintf(j,
+                    "{\"policy\":\"trained-vs-%s\",\"paired\":1,\"sessions\":%d,\"episodes\":%d,"
+                    "\"diff_f1\":%.5f,\"ci95_lo\":%s,\"ci95_hi\":%s}\n",
+                    ROW_NAMES[base], ft->hs[h], ft->n, m, json_num(slo, sizeof slo, lo, "%.5f"),
+                    json_num(shi, sizeof shi, hi, "%.5f"));
         }
-        // How often the learned policies wrote something the parsers accept (issue: >= 95%).
-        for (int r = 2; r <= 3; r++) {
-            if (r == 2 && !sft_params) continue;
-            const EvalResult *e = &res[r][nh - 1];
-            fprintf(o, "\n%s: %d role outputs over %d sessions, %.1f%% parseable, ops "
-                       "insert/update/delete/noop %d/%d/%d/%d, %d invalid",
-                    rows[r], e->outputs, hs[nh - 1],
-                    e->outputs ? 100.0 * (1.0 - (double)e->malformed / e->outputs) : 0.0,
-                    e->ops.inserts, e->ops.updates, e->ops.deletes, e->ops.noops, e->ops.invalid);
+    }
+}
+
+static void final_write_md(const FinalTable *ft, FILE *o) {
+    fprintf(o, "\n| policy (%d test episodes) |", ft->n);
+    for (int h = 0; h < ft->nh; h++)
+        fprintf(o, " F1@%d | BLEU-1@%d | M-Fail@%d |", ft->hs[h], ft->hs[h], ft->hs[h]);
+    fprintf(o, "\n|---|");
+    for (int h = 0; h < ft->nh; h++) fprintf(o, "---|---|---|");
+    fprintf(o, "\n");
+    for (int r = 0; r < N_ROWS; r++) {
+        if (!ft->have[r]) continue;
+        fprintf(o, "| %s |", ROW_NAMES[r]);
+        for (int h = 0; h < ft->nh; h++)
+            fprintf(o, " %.3f | %.3f | %.3f |", ft->res[r][h].f1, ft->res[r][h].bleu1,
+                    ft->res[r][h].mfail);
+        fprintf(o, "\n");
+    }
+    fprintf(o, "\nPaired per-episode F1 difference, mean [95%% t-interval] over %d episodes:\n\n"
+               "| comparison |", ft->n);
+    for (int h = 0; h < ft->nh; h++) fprintf(o, " dF1@%d |", ft->hs[h]);
+    fprintf(o, "\n|---|");
+    for (int h = 0; h < ft->nh; h++) fprintf(o, "---|");
+    fprintf(o, "\n");
+    for (int base = ROW_SFT; base >= ROW_INSERT; base--) {
+        if (!ft->have[base]) continue;
+        fprintf(o, "| trained - %s |", ROW_NAMES[base]);
+        for (int h = 0; h < ft->nh; h++) {
+            double m, lo, hi;
+            final_compare(ft, base, h, &m, &lo, &hi);
+            if (isfinite(lo)) fprintf(o, " %+.3f [%+.3f, %+.3f] |", m, lo, hi);
+            else fprintf(o, " %+.3f [n/a: one episode] |", m);
         }
         fprintf(o, "\n");
     }
-    if (f) fclose(f);
-    else fprintf(stderr, "warning: cannot write %s: %s\n", path, strerror(errno));
-    return 0;
+    // How often the learned policies wrote something the parsers accept (issue: >= 95%).
+    for (int r = ROW_SFT; r <= ROW_TRAINED; r++) {
+        if (!ft->have[r]) continue;
+        const EvalResult *e = &ft->res[r][ft->nh - 1];
+        fprintf(o, "\n%s: %d role outputs over %d sessions, %.1f%% parseable, ops "
+                   "insert/update/delete/noop %d/%d/%d/%d, %d invalid",
+                ROW_NAMES[r], e->outputs, ft->hs[ft->nh - 1],
+                e->outputs ? 100.0 * (1.0 - (double)e->malformed / e->outputs) : 0.0,
+                e->ops.inserts, e->ops.updates, e->ops.deletes, e->ops.noops, e->ops.invalid);
+    }
+    fprintf(o, "\n");
+}
+
+static int final_table(Trainer *tr, const float *sft_params) {
+    FinalTable ft = {0};
+    Dataset test = tr->test;
+    if (test.n > tr->opt.test_episodes) test.n = tr->opt.test_episodes;
+    if (test.n < tr->opt.test_episodes)
+        fprintf(stderr, "warning: %s has %d episodes, fewer than the %d asked for (delete it to "
+                        "regenerate the default data)\n", tr->opt.test_path, test.n,
+                tr->opt.test_episodes);
+    ft.n = test.n;
+    ft.nh = eval_horizons(&tr->test, 0, ft.hs);
+    int rc = final_eval(tr, sft_params, &test, &ft);
+    if (rc == 0) {
+        char path[4096];
+        // machine-readable: one JSON line per (policy, horizon), for dev/experiment.py
+        path_join(path, sizeof path, tr->opt.out_dir, "eval.jsonl");
+        FILE *j = fopen(path, "w");
+        if (j) final_write_jsonl(&ft, j), fclose(j);
+        else fprintf(stderr, "warning: cannot write %s: %s\n", path, strerror(errno));
+        final_write_md(&ft, stdout);
+        path_join(path, sizeof path, tr->opt.out_dir, "eval.md");
+        FILE *f = fopen(path, "w");
+        if (f) final_write_md(&ft, f), fclose(f);
+        else fprintf(stderr, "warning: cannot write %s: %s\n", path, strerror(errno));
+    }
+    for (int r = 0; r < N_ROWS; r++) free(ft.ep_f1[r]);
+    return rc;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1254,7 +1244,7 @@ static int run_eval(const Options *o) {
     }
     BACKEND->set_params(tr.model, params);
     free(params);
-    if (eval_model(&tr, tr.model, &ds, ds.n, hs, nh, res) != 0) goto done;
+    if (eval_model(&tr, tr.model, &ds, ds.n, hs, nh, res, NULL) != 0) goto done;
     for (int h = 0; h < nh; h++) eval_print(&res[h], o->eval_policy, stdout);
     rc = 0;
 done:

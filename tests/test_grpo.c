@@ -147,12 +147,12 @@ enum { TL = 5 };
 
 typedef struct {
     float lnew[TL], lold[TL], lref[TL], ent[TL];
-} Turn;
+} LossTurn;
 
 // A turn whose mean log-ratio is exactly s (s on the 2^-10 grid).
-static Turn make_turn(double s) {
+static LossTurn make_turn(double s) {
     static const float off[TL] = {0.25f, -0.125f, 0.0f, 0.125f, -0.25f};  // sums to 0
-    Turn t;
+    LossTurn t;
     for (int l = 0; l < TL; l++) {
         t.lold[l] = -0.5f * (float)(l + 1) - 0.25f;
         t.lnew[l] = t.lold[l] + (float)s + off[l];
@@ -162,7 +162,7 @@ static Turn make_turn(double s) {
     return t;
 }
 
-static double turn_loss_value(const GrpoConfig *c, const Turn *t, float A, float w, float scale) {
+static double turn_loss_value(const GrpoConfig *c, const LossTurn *t, float A, float w, float scale) {
     float dl[TL] = {0}, de[TL] = {0};
     GrpoStats st;
     memset(&st, 0, sizeof st);
@@ -175,7 +175,7 @@ static double turn_loss_value(const GrpoConfig *c, const Turn *t, float A, float
 static void check_branch(const char *name, const GrpoConfig *c, double s, float A, int want_clipped,
                          double want_dpg_drho, int want_capped) {
     const float w = 0.5f, scale = 0.25f;
-    Turn t = make_turn(s);
+    LossTurn t = make_turn(s);
     float dl[TL] = {0}, de[TL] = {0};
     GrpoStats st;
     memset(&st, 0, sizeof st);
@@ -187,7 +187,7 @@ static void check_branch(const char *name, const GrpoConfig *c, double s, float 
     CHECK_CLOSE("ratio", st.ratio, rho, 1e-12, 0);
     double err = 0, errh = 0, gmax = 0;
     for (int l = 0; l < TL; l++) {
-        Turn tp = t, tm = t;
+        LossTurn tp = t, tm = t;
         tp.lnew[l] = (float)(t.lnew[l] + H_FD);
         tm.lnew[l] = (float)(t.lnew[l] - H_FD);
         double fd = (turn_loss_value(c, &tp, A, w, scale) - turn_loss_value(c, &tm, A, w, scale)) /
@@ -206,7 +206,7 @@ static void check_branch(const char *name, const GrpoConfig *c, double s, float 
               name, l, dl[l], hand);
 
         // entropy: the loss is linear in it with coefficient -scale * beta_ent / L
-        Turn ep = t, em = t;
+        LossTurn ep = t, em = t;
         ep.ent[l] = (float)(t.ent[l] + H_FD);
         em.ent[l] = (float)(t.ent[l] - H_FD);
         double fde = (turn_loss_value(c, &ep, A, w, scale) - turn_loss_value(c, &em, A, w, scale)) /
@@ -262,12 +262,12 @@ static void test_turn_values(void) {
         {3.5, 2.0f, -1.2 * 2},             // capped, clipped
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
-        Turn t = make_turn(cases[k].s);
+        LossTurn t = make_turn(cases[k].s);
         double got = turn_loss_value(&c, &t, cases[k].A, 1.0f, 1.0f);
         CHECK_CLOSE("pg loss value", got, cases[k].want, 1e-6, 1e-7);
     }
     // omega and scale multiply the policy term
-    Turn t = make_turn(0.0625);
+    LossTurn t = make_turn(0.0625);
     CHECK_CLOSE("pg loss w scale", turn_loss_value(&c, &t, 2.0f, 0.5f, 0.25f),
                 0.25 * 0.5 * -exp(0.0625) * 2, 1e-6, 1e-8);
 }
@@ -306,7 +306,7 @@ static void test_kl_entropy(void) {
     // entropy bonus: loss -= beta_ent * mean entropy; coefficient -scale beta_ent / L per token
     c.beta_kl = 0.0f;
     c.beta_ent = 0.5f;
-    Turn t = make_turn(0.0);
+    LossTurn t = make_turn(0.0);
     float dl[TL] = {0}, de[TL] = {0};
     GrpoStats st;
     memset(&st, 0, sizeof st);
@@ -326,7 +326,7 @@ static void test_kl_entropy(void) {
 static void test_accumulate(void) {
     GrpoConfig c;
     grpo_config_default(&c);
-    Turn t = make_turn(0.0625);
+    LossTurn t = make_turn(0.0625);
     float d1[TL] = {0}, e1[TL] = {0}, d2[TL] = {0}, e2[TL] = {0};
     GrpoStats s1, s2;
     memset(&s1, 0, sizeof s1);

@@ -169,10 +169,43 @@ static double json_number(const char *line, const char *key) {
     return p ? strtod(p + strlen(pat), NULL) : NAN;
 }
 
+// Sum of turns_update and of all recorded turns over the RL lines of a log.
+static int update_turns(const char *path, int *all) {
+    FILE *f = fopen(path, "r");
+    char line[8192];
+    int upd = 0;
+    *all = 0;
+    while (f && fgets(line, sizeof line, f)) {
+        if (!strstr(line, "\"phase\":\"rl\"")) continue;
+        upd += (int)json_number(line, "turns_update");
+        *all += (int)(json_number(line, "turns_global") + json_number(line, "turns_local"));
+    }
+    if (f) fclose(f);
+    return upd;
+}
+
+// --zero-adv: dilute (default) trains on every turn; skip only on those with an advantage.
+static void test_zero_adv(const char *train_bin, const char *flags, const char *data) {
+    char cmd[4096], path[512];
+    snprintf(cmd, sizeof cmd,
+             "%s %s --zero-adv skip --train %s --val %s --test %s -o %s/skip --seed 5 "
+             "> %s/skip.txt 2>&1", train_bin, flags, data, data, data, tmpdir, tmpdir);
+    CHECK(run(cmd) == 0, "a --zero-adv skip run finishes (see %s/skip.txt)", tmpdir);
+    int all = 0, upd;
+    snprintf(path, sizeof path, "%s/out0/log.jsonl", tmpdir);
+    upd = update_turns(path, &all);
+    CHECK(all > 0 && upd == all, "dilute: every turn enters the update (%d of %d)", upd, all);
+    snprintf(path, sizeof path, "%s/skip/log.jsonl", tmpdir);
+    upd = update_turns(path, &all);
+    CHECK(all > 0 && upd < all, "skip: turns without advantage stay out (%d of %d)", upd, all);
+}
+
 static void test_end_to_end(const char *train_bin, const char *data) {
-    const char *flags = "--layers 1 --heads 2 --channels 32 --max-batch 16 --sft-steps 6 "
-                        "--sft-batch 8 --stage-steps 2,1,0 --G 3 --K 2 --p-local 1 "
-                        "--eval-every 1 --val-episodes 1 --test-episodes 1 --lr 1e-3 -q";
+    // A warm start long enough (300 tiny steps, < 1 s) that the sampled rollouts differ in
+    // reward: with untrained weights every reward is 0 and the RL steps would test nothing.
+    const char *flags = "--layers 1 --heads 2 --channels 48 --max-batch 16 --sft-steps 300 "
+                        "--sft-lr 5e-3 --sft-batch 8 --stage-steps 2,1,0 --G 4 --K 2 --p-local 1 "
+                        "--eval-every 1 --val-episodes 1 --test-episodes 2 --lr 1e-3 -q";
     char cmd[4096];
     for (int r = 0; r < 2; r++) {
         snprintf(cmd, sizeof cmd,
@@ -185,18 +218,31 @@ static void test_end_to_end(const char *train_bin, const char *data) {
     snprintf(path, sizeof path, "%s/out0/log.jsonl", tmpdir);
     FILE *f = fopen(path, "r");
     CHECK(f != NULL, "log.jsonl written");
-    int rl_lines = 0, finite = 1, local_groups = 0;
+    int rl_lines = 0, finite = 1, local_groups = 0, varied = 0, credit = 0;
+    double nonzero = 0, loss_abs = 0;
     while (f && fgets(line, sizeof line, f)) {
         if (!strstr(line, "\"phase\":\"rl\"")) continue;
         rl_lines++;
-        const char *keys[] = {"reward_mean", "reward_std", "kl", "entropy", "grad_norm", "loss"};
-        for (int k = 0; k < 6; k++) finite &= isfinite(json_number(line, keys[k]));
+        const char *keys[] = {"reward_mean", "reward_std", "kl", "entropy", "grad_norm", "loss",
+                              "frac_zero_std_global", "frac_nonzero_adv"};
+        for (int k = 0; k < 8; k++) finite &= isfinite(json_number(line, keys[k]));
         local_groups += (int)json_number(line, "local_groups");
+        varied += json_number(line, "reward_std") > 0;
+        nonzero += json_number(line, "frac_nonzero_adv");
+        loss_abs += fabs(json_number(line, "loss"));
+        // the credit metric is a correlation in [-1, 1] (null when no advantage varies)
+        double cg = json_number(line, "credit_global");
+        credit += isfinite(cg) && cg >= -1 && cg <= 1;
     }
     if (f) fclose(f);
     CHECK(rl_lines == 3, "3 RL steps logged (got %d)", rl_lines);
     CHECK(finite, "RL metrics are finite");
     CHECK(local_groups > 0, "p-local 1 makes local groups (%d)", local_groups);
+    CHECK(varied > 0, "some RL step has rewards that differ across rollouts (%d of 3)", varied);
+    CHECK(nonzero > 0, "some turns carry a non-zero advantage (mean share %.3f)", nonzero / 3);
+    CHECK(loss_abs > 0, "the policy loss is not 0 in every step");
+    CHECK(credit > 0, "credit_global is logged as a correlation in some step (%d)", credit);
+    test_zero_adv(train_bin, flags, data);
     // The weights moved: final.bin differs from sft.bin.
     ModelConfig c1, c2;
     float *p1 = NULL, *p2 = NULL;
@@ -225,6 +271,24 @@ static void test_end_to_end(const char *train_bin, const char *data) {
              "cmp -s %s/a %s/b && cmp -s %s/out0/final.bin %s/out1/final.bin",
              tmpdir, tmpdir, tmpdir, tmpdir, tmpdir, tmpdir, tmpdir, tmpdir);
     CHECK(run(cmd) == 0, "same seed gives the same metrics and weights");
+    // The final table's paired comparisons: a markdown row and a JSON line with an interval
+    // around the mean difference, per horizon.
+    snprintf(cmd, sizeof cmd,
+             "grep -q '^| trained - sft | [-+][0-9.]* \\[[-+][0-9.]*, [-+][0-9.]*\\] |' %s/out0/eval.md && "
+             "grep -q '^| trained - insert-only |' %s/out0/eval.md", tmpdir, tmpdir);
+    CHECK(run(cmd) == 0, "eval.md has the paired F1 differences with intervals");
+    snprintf(path, sizeof path, "%s/out0/eval.jsonl", tmpdir);
+    f = fopen(path, "r");
+    int paired = 0;
+    while (f && fgets(line, sizeof line, f)) {
+        if (!strstr(line, "\"policy\":\"trained-vs-")) continue;
+        double m = json_number(line, "diff_f1"), lo = json_number(line, "ci95_lo"),
+               hi = json_number(line, "ci95_hi");
+        paired += json_number(line, "episodes") == 2 && lo <= m && m <= hi;
+    }
+    if (f) fclose(f);
+    CHECK(paired == 2, "eval.jsonl: 2 comparisons at the one horizon (4 sessions), lo <= diff <= hi "
+                       "(%d)", paired);
     // The checkpoint evaluates through --eval and prints the contract's summary line.
     snprintf(cmd, sizeof cmd,
              "%s --eval %s/out0/final.bin -d %s --sessions 2 | grep -Eq "
@@ -255,6 +319,9 @@ static void test_end_to_end(const char *train_bin, const char *data) {
 }
 
 int main(void) {
+    // Idle OpenMP threads sleep instead of spinning: on shared cores a spinning team slows
+    // these small runs many-fold (README "Speed"). The programs below inherit it.
+    setenv("OMP_WAIT_POLICY", "passive", 0);
     const char *gen = env_or("MEMR2_GEN", "./gen_episodes");
     const char *train_bin = env_or("MEMR2_TRAIN", "./train_cpu");
     snprintf(tmpdir, sizeof tmpdir, "/tmp/memr2_test_train_XXXXXX");
