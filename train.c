@@ -14,6 +14,7 @@
 //                                                           (model.c / kernels.cu)
 // The same file builds train_cpu (model.c backend) and train_gpu (kernels.cu backend).
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
@@ -26,11 +27,13 @@
 #include <stb/stb_ds.h>
 
 #include "env.h"
+#include "files.h"
 #include "grpo.h"
 #include "memory.h"
 #include "model.h"
 #include "rng.h"
 #include "rollout.h"
+#include "runstate.h"
 #include "stats.h"
 
 #ifdef MEMR2_GPU
@@ -43,6 +46,11 @@ static const ModelBackend *const BACKEND = &cpu_backend;
 // Options
 
 typedef enum { ALGO_LOGO, ALGO_GRPO, ALGO_SFT } Algo;
+
+// The smallest context the roles fit in: the manager may write 64 tokens (model_actor) after a
+// prompt that needs room for its instructions and a few memories (checked at parse time, so a
+// run does not fail after its warm start).
+#define MIN_MAX_SEQ 128
 
 typedef struct {
     // data
@@ -75,6 +83,10 @@ typedef struct {
     int test_episodes;
     int show_bank;             // --eval: print the first episode's final bank
     int quiet;
+    // resume (README "Outputs and resume")
+    const char *resume_dir;    // continue the run saved in this directory
+    int overwrite;             // start over in an output directory that holds a run
+    int save_every;            // warm-start steps between state saves (RL: every step)
 } Options;
 
 static void options_default(Options *o) {
@@ -98,6 +110,7 @@ static void options_default(Options *o) {
     o->adamw = (AdamWConfig){.lr = 0, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f,
                              .weight_decay = 0.0f, .grad_clip = 1.0f};
     o->test_episodes = 48;
+    o->save_every = 100;
 }
 
 static void usage(FILE *f, const char *prog) {
@@ -121,6 +134,11 @@ static void usage(FILE *f, const char *prog) {
 "  --seed S             one seed drives data, initialisation, sampling (default %llu)\n"
 "  -o, --out DIR        output directory (default %s)\n"
 "  --init CKPT          start from this checkpoint (same vocabulary) instead of a warm start\n"
+"  --resume DIR         continue the killed run saved in DIR (its flags come from DIR/run.args;\n"
+"                       run it from the same working directory; only -q may be added)\n"
+"  --overwrite          start over in an -o directory that already holds a run\n"
+"  --save-every N       warm-start steps between saves of DIR/state.bin (default %d; RL: every\n"
+"                       step)\n"
 "model:\n"
 "  --layers L --heads NH --channels C --max-seq T --max-batch B   (default %d %d %d %d %d)\n"
 "warm start:\n"
@@ -148,7 +166,7 @@ static void usage(FILE *f, const char *prog) {
 "  -q, --quiet          no progress lines\n"
 "  -h, --help\n",
             prog, prog, d.test_path, d.train_path, d.val_path, d.test_path,
-            (unsigned long long)d.seed, d.out_dir, d.layers, d.heads, d.channels, d.max_seq,
+            (unsigned long long)d.seed, d.out_dir, d.save_every, d.layers, d.heads, d.channels, d.max_seq,
             d.max_batch, d.sft_steps, d.sft_lr, d.sft_batch, d.teacher_noise, d.stage_steps[0],
             d.stage_steps[1], d.stage_steps[2], d.lr, d.grpo.G, d.grpo.K, d.grpo.p_local,
             d.grpo.omega, d.grpo.beta_kl, d.grpo.beta_ent, d.grpo.eps_clip, d.grpo.dual_clip,
@@ -170,6 +188,40 @@ static int parse_int(const char *flag, const char *s, int lo, int hi, int *out) 
     return 0;
 }
 
+// "a,b,c": three counts in [0, 1000000], nothing else.
+static int parse_counts3(const char *flag, const char *s, int *out) {
+    char buf[64];
+    int v[3];
+    const char *p = s;
+    for (int i = 0; i < 3; i++) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        if ((i < 2) != (comma != NULL) || len == 0 || len >= sizeof buf) goto bad;
+        memcpy(buf, p, len);
+        buf[len] = 0;
+        if (parse_int(flag, buf, 0, 1000000, &v[i]) != 0) return -1;
+        p = comma ? comma + 1 : p + len;
+    }
+    memcpy(out, v, sizeof v);
+    return 0;
+bad:
+    fprintf(stderr, "error: %s wants three counts like 8,4,2, got '%s'\n", flag, s);
+    return -1;
+}
+
+// A seed: decimal digits only (strtoull would take "-1" and wrap it), at most 2^64 - 1.
+static int parse_seed(const char *s, uint64_t *out) {
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (s[0] < '0' || s[0] > '9' || errno || *end) {
+        fprintf(stderr, "error: --seed wants an integer in [0, 2^64-1], got '%s'\n", s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
 static int parse_float(const char *flag, const char *s, double lo, double hi, float *out) {
     char *end;
     errno = 0;
@@ -188,6 +240,7 @@ enum {
     OPT_NOISE, OPT_ALGO, OPT_DIRECT, OPT_STAGE_STEPS, OPT_LR, OPT_G, OPT_K, OPT_PLOCAL,
     OPT_OMEGA, OPT_REWARD, OPT_BKL, OPT_BENT, OPT_EPS, OPT_DUAL, OPT_EPOCHS, OPT_TPU,
     OPT_LAMBDA, OPT_RHO, OPT_ZERO_ADV, OPT_SELECT, OPT_EVAL_EVERY, OPT_VAL_EPISODES, OPT_TEST_EPISODES, OPT_INIT, OPT_SHOW_BANK,
+    OPT_RESUME, OPT_OVERWRITE, OPT_SAVE_EVERY,
 };
 
 static int parse_options(int argc, char **argv, Options *o) {
@@ -233,12 +286,16 @@ static int parse_options(int argc, char **argv, Options *o) {
         {"test-episodes", required_argument, 0, OPT_TEST_EPISODES},
         {"init", required_argument, 0, OPT_INIT},
         {"show-bank", no_argument, 0, OPT_SHOW_BANK},
+        {"resume", required_argument, 0, OPT_RESUME},
+        {"overwrite", no_argument, 0, OPT_OVERWRITE},
+        {"save-every", required_argument, 0, OPT_SAVE_EVERY},
         {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
     int c, rc = 0;
     opterr = 1;
+    optind = 0;  // glibc: rescan from argv[1] (parse_options also reads DIR/run.args on --resume)
     while ((c = getopt_long(argc, argv, "d:o:qh", longs, NULL)) != -1 && rc == 0) {
         switch (c) {
         case OPT_EVAL: o->eval_policy = optarg; break;
@@ -247,22 +304,14 @@ static int parse_options(int argc, char **argv, Options *o) {
         case OPT_TRAIN: o->train_path = optarg; break;
         case OPT_VAL: o->val_path = optarg; break;
         case OPT_TEST: o->test_path = optarg; break;
-        case OPT_SEED: {
-            char *end;
-            errno = 0;
-            unsigned long long v = strtoull(optarg, &end, 10);
-            if (errno || end == optarg || *end) {
-                fprintf(stderr, "error: --seed wants a non-negative integer, got '%s'\n", optarg);
-                rc = -1;
-            }
-            o->seed = v;
-            break;
-        }
+        case OPT_SEED: rc = parse_seed(optarg, &o->seed); break;
         case 'o': o->out_dir = optarg; break;
         case OPT_LAYERS: rc = parse_int("--layers", optarg, 1, 64, &o->layers); break;
         case OPT_HEADS: rc = parse_int("--heads", optarg, 1, 64, &o->heads); break;
         case OPT_CHANNELS: rc = parse_int("--channels", optarg, 1, 4096, &o->channels); break;
-        case OPT_MAXSEQ: rc = parse_int("--max-seq", optarg, 32, 4096, &o->max_seq); break;
+        case OPT_MAXSEQ:
+            rc = parse_int("--max-seq", optarg, MIN_MAX_SEQ, 4096, &o->max_seq);
+            break;
         case OPT_MAXBATCH: rc = parse_int("--max-batch", optarg, 1, 1024, &o->max_batch); break;
         case OPT_SFT_STEPS: rc = parse_int("--sft-steps", optarg, 0, 1000000, &o->sft_steps); break;
         case OPT_SFT_LR: rc = parse_float("--sft-lr", optarg, 0, 1, &o->sft_lr); break;
@@ -278,15 +327,7 @@ static int parse_options(int argc, char **argv, Options *o) {
             }
             break;
         case OPT_DIRECT: o->direct = 1; break;
-        case OPT_STAGE_STEPS:
-            if (sscanf(optarg, "%d,%d,%d", &o->stage_steps[0], &o->stage_steps[1],
-                       &o->stage_steps[2]) != 3 || o->stage_steps[0] < 0 ||
-                o->stage_steps[1] < 0 || o->stage_steps[2] < 0) {
-                fprintf(stderr, "error: --stage-steps wants three counts like 8,4,2, got '%s'\n",
-                        optarg);
-                rc = -1;
-            }
-            break;
+        case OPT_STAGE_STEPS: rc = parse_counts3("--stage-steps", optarg, o->stage_steps); break;
         case OPT_LR: rc = parse_float("--lr", optarg, 0, 1, &o->lr); break;
         case OPT_G: rc = parse_int("--G", optarg, 1, 256, &o->grpo.G); break;
         case OPT_K: rc = parse_int("--K", optarg, 1, 256, &o->grpo.K); break;
@@ -329,6 +370,9 @@ static int parse_options(int argc, char **argv, Options *o) {
         case OPT_TEST_EPISODES: rc = parse_int("--test-episodes", optarg, 1, 100000, &o->test_episodes); break;
         case OPT_INIT: o->init_path = optarg; break;
         case OPT_SHOW_BANK: o->show_bank = 1; break;
+        case OPT_RESUME: o->resume_dir = optarg; break;
+        case OPT_OVERWRITE: o->overwrite = 1; break;
+        case OPT_SAVE_EVERY: rc = parse_int("--save-every", optarg, 1, 1000000, &o->save_every); break;
         case 'q': o->quiet = 1; break;
         case 'h': usage(stdout, argv[0]); exit(0);
         default: rc = -1; break;  // getopt printed the reason
@@ -366,20 +410,38 @@ static void path_join(char *dst, size_t n, const char *dir, const char *name) {
     snprintf(dst, n, "%s/%s", dir, name);
 }
 
-// The generator sits next to this program (same build), whatever the working directory.
+// The generator sits next to this program (same build), whatever the working directory. It runs
+// with an argument vector, never through a shell (a path is only ever a path), and writes to
+// "<out>.tmp", renamed when it succeeded: a killed run leaves no half-written data file.
 static int run_generator(uint64_t seed, int episodes, int sessions, const char *out_path) {
-    char exe[4096], cmd[8192];
+    char exe[4096], tmp[4096], a_seed[32], a_ep[16], a_ses[16], err[1024];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0) return -1;
+    if (n <= 0 || (size_t)n > sizeof exe - 16) {
+        fprintf(stderr, "error: cannot find this program's directory (/proc/self/exe)\n");
+        return -1;
+    }
     exe[n] = 0;
     char *slash = strrchr(exe, '/');
-    if (slash) *slash = 0;
-    snprintf(cmd, sizeof cmd, "'%s/gen_episodes' --seed %llu --episodes %d --sessions %d -o '%s'",
-             exe, (unsigned long long)seed, episodes, sessions, out_path);
-    int rc = system(cmd);
-    if (rc != 0) {
-        fprintf(stderr, "error: '%s' failed (exit %d); build it with `make gen_episodes`\n", cmd,
-                rc);
+    snprintf(slash ? slash + 1 : exe, sizeof exe - (size_t)(slash ? slash + 1 - exe : 0),
+             "gen_episodes");
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", out_path) >= (int)sizeof tmp) {
+        fprintf(stderr, "error: path too long: %s\n", out_path);
+        return -1;
+    }
+    snprintf(a_seed, sizeof a_seed, "%llu", (unsigned long long)seed);
+    snprintf(a_ep, sizeof a_ep, "%d", episodes);
+    snprintf(a_ses, sizeof a_ses, "%d", sessions);
+    char *argv[] = {exe, "--seed", a_seed, "--episodes", a_ep, "--sessions", a_ses, "-o", tmp, NULL};
+    if (spawn_wait(argv, NULL, 0, NULL, NULL, 0, err, sizeof err) != 0) {
+        fprintf(stderr, "error: making %s: %s; build the generator with `make gen_episodes`\n",
+                out_path, err);
+        remove(tmp);
+        return -1;
+    }
+    if (rename(tmp, out_path) != 0) {
+        fprintf(stderr, "error: %s: cannot rename %s into place: %s\n", out_path, tmp,
+                strerror(errno));
+        remove(tmp);
         return -1;
     }
     return 0;
@@ -497,16 +559,28 @@ typedef struct {
     Rng rng;
     RowBatch rows;
     FILE *log;
+    char log_path[4096];
+    int log_failed;      // a write to log.jsonl failed (reported once, fatal at the next save)
     int global_step;
     double t_start;
+    // resume (README "Outputs and resume")
+    int resuming;        // rs and ts hold the state loaded from state.bin
+    RunState rs;
+    TrainState ts;
+    int warm_started;
+    float *sft_params;   // the warm start's policy (the final table's "sft" row)
+    CurvePoint *reward_pts, *val_pts;  // stb_ds arrays: the learning curve
 } Trainer;
 
 // Writes one metrics line (JSON) to out/log.jsonl. `fields` is a preformatted "k":v list.
+// A failed write (full disk) is remembered: the run stops at its next state save.
 static void log_line(Trainer *tr, const char *fields) {
-    if (!tr->log) return;
-    fprintf(tr->log, "{\"step\":%d,\"time_s\":%.2f,%s}\n", tr->global_step,
-            now_seconds() - tr->t_start, fields);
-    fflush(tr->log);
+    if (!tr->log || tr->log_failed) return;
+    if (fprintf(tr->log, "{\"step\":%d,\"time_s\":%.2f,%s}\n", tr->global_step,
+                now_seconds() - tr->t_start, fields) < 0 || fflush(tr->log) != 0) {
+        fprintf(stderr, "error: cannot write %s: %s\n", tr->log_path, strerror(errno));
+        tr->log_failed = 1;
+    }
 }
 
 // The model as the actor: room for 48 extractor and 64 manager tokens (the teacher's longest
@@ -586,6 +660,78 @@ done:
 
 
 // ---------------------------------------------------------------------------------------------
+// Saving and resuming (README "Outputs and resume"). DIR/state.bin holds the policy, its AdamW
+// state, the RNG and where the run is; it is replaced atomically after every save point, so a
+// kill at any moment leaves the last one whole. A resumed run redoes the work since that save
+// with the same RNG draws and ends with the same bytes as a run that was never killed.
+
+// rs carries the phase, position and the extra parameter copies; this adds the policy, its
+// AdamW moments, the RNG, the step counter, the elapsed time and the log position.
+static int save_run_state(Trainer *tr, RunState *rs) {
+    size_t np = BACKEND->num_params(tr->model);
+    float *buf = malloc(sizeof(float) * np * 3);
+    void *blob = NULL;
+    int rc = -1;
+    char path[4096], err[1024];
+    if (!buf) {
+        fprintf(stderr, "error: out of memory saving the run state\n");
+        return -1;
+    }
+    if (tr->log_failed) goto done;  // log_line said which file
+    // The state must point at the end of what is on disk, so flush before asking where that is.
+    long pos = tr->log && fflush(tr->log) == 0 ? ftell(tr->log) : -1;
+    if (pos < 0) {
+        fprintf(stderr, "error: cannot write %s: %s\n", tr->log_path, strerror(errno));
+        goto done;
+    }
+    TrainState ts = {.mom = buf + np, .vel = buf + 2 * np};
+    BACKEND->get_params(tr->model, buf);
+    BACKEND->get_opt_state(tr->model, ts.mom, ts.vel, &ts.step);
+    memcpy(ts.rng, tr->rng.s, sizeof ts.rng);
+    rs->copy[RUN_PARAMS] = buf;
+    rs->global_step = tr->global_step;
+    rs->elapsed_s = now_seconds() - tr->t_start;
+    rs->log_bytes = pos;
+    rs->warm_started = tr->warm_started;
+    rs->reward_pts = tr->reward_pts, rs->n_reward = (int32_t)arrlen(tr->reward_pts);
+    rs->val_pts = tr->val_pts, rs->n_val = (int32_t)arrlen(tr->val_pts);
+    if (runstate_encode(rs, np, &blob, &ts.blob_bytes) != 0) {
+        fprintf(stderr, "error: out of memory saving the run state\n");
+        goto done;
+    }
+    ts.blob = blob;
+    path_join(path, sizeof path, tr->opt.out_dir, "state.bin");
+    if (train_state_save(path, &tr->mcfg, &ts, err, sizeof err) != 0) {
+        fprintf(stderr, "error: %s\n", err);
+        goto done;
+    }
+    rc = 0;
+done:
+    rs->copy[RUN_PARAMS] = NULL;
+    rs->reward_pts = rs->val_pts = NULL;
+    free(buf);
+    free(blob);
+    return rc;
+}
+
+// Puts the saved policy, its AdamW state, the RNG, the step counter and the curve back.
+static void restore_run_state(Trainer *tr) {
+    RunState *rs = &tr->rs;
+    BACKEND->set_params(tr->model, rs->copy[RUN_PARAMS]);
+    BACKEND->set_opt_state(tr->model, tr->ts.mom, tr->ts.vel, tr->ts.step);
+    memcpy(tr->rng.s, tr->ts.rng, sizeof tr->rng.s);
+    tr->global_step = rs->global_step;
+    tr->warm_started = rs->warm_started;
+    arrsetlen(tr->reward_pts, 0);
+    arrsetlen(tr->val_pts, 0);
+    for (int i = 0; i < rs->n_reward; i++) arrput(tr->reward_pts, rs->reward_pts[i]);
+    for (int i = 0; i < rs->n_val; i++) arrput(tr->val_pts, rs->val_pts[i]);
+    if (rs->copy[RUN_SFT_PARAMS])
+        memcpy(tr->sft_params, rs->copy[RUN_SFT_PARAMS],
+               sizeof(float) * BACKEND->num_params(tr->model));
+}
+
+// ---------------------------------------------------------------------------------------------
 // Warm start: supervised training on the teacher's noisy traces (both roles, loss on output
 // tokens only). The traces come from the teacher acting through the same rollout path.
 
@@ -622,8 +768,16 @@ static int sft_train(Trainer *tr) {
     AdamWConfig adam = o->adamw;
     adam.weight_decay = 0.1f;
     long tokens = 0;
+    // Resuming: the teacher's traces above came from the same RNG draws as the first time;
+    // now the saved policy, optimizer and RNG take over.
+    int first = 0;
+    if (tr->resuming && tr->rs.phase == RUN_SFT) {
+        restore_run_state(tr);
+        first = tr->rs.sft_step;
+        printf("resuming the warm start after step %d\n", first);
+    }
     double t_train = now_seconds();
-    for (int step = 0; step < o->sft_steps; step++) {
+    for (int step = first; step < o->sft_steps; step++) {
         BACKEND->zero_grad(tr->model);
         // The batch's turns first, so the loss normaliser (output tokens) is known.
         int *batch = malloc(sizeof(int) * (size_t)o->sft_batch);
@@ -660,11 +814,15 @@ static int sft_train(Trainer *tr) {
         snprintf(f, sizeof f, "\"phase\":\"sft\",\"sft_loss\":%.5f,\"lr\":%.3g,\"grad_norm\":%.4f",
                  loss, lr, gnorm);
         log_line(tr, f);
+        if ((step + 1) % o->save_every == 0 || step + 1 == o->sft_steps) {
+            RunState rs = {.phase = RUN_SFT, .sft_step = step + 1};
+            if (save_run_state(tr, &rs) != 0) goto done;
+        }
         if (!o->quiet && (step % 20 == 0 || step + 1 == o->sft_steps)) {
             double el = now_seconds() - t_train;
             printf("\rwarm start step %4d/%d  loss %.4f  lr %.2e  %.0f out-tok/s  eta %.0fs   ",
                    step + 1, o->sft_steps, loss, lr, tokens / (el > 0 ? el : 1),
-                   el / (step + 1) * (o->sft_steps - step - 1));
+                   el / (step + 1 - first) * (o->sft_steps - step - 1));
             fflush(stdout);
         }
     }
@@ -831,35 +989,74 @@ static int save_params(Trainer *tr, Model *m, const char *name, float *scratch) 
     return 0;
 }
 
-// Points for the learning curve: (step, reward) and (step, validation F1).
-typedef struct {
-    float step, value;
-} CurvePoint;
+// Writes one output file atomically from text built in memory; errors name the file.
+static int write_text_file(const char *path, const char *text, size_t bytes) {
+    OutFile f;
+    char err[1024];
+    if (outfile_open(&f, path, err, sizeof err) == 0) {
+        outfile_write(&f, text, bytes);  // a failure is reported by the commit
+        if (outfile_commit(&f, err, sizeof err) == 0) return 0;
+    }
+    fprintf(stderr, "error: %s\n", err);
+    return -1;
+}
 
-static void write_curve(Trainer *tr, const CurvePoint *reward, const CurvePoint *val) {
-    char dat[4096], png[4096], cmd[16384];
+// The learning curve: curve.dat (the points) and curve.png. gnuplot runs without a shell and
+// reads its script and the points from a pipe (inline data: no path ever enters the script);
+// the PNG comes back on its stdout and is written atomically here. gnuplot is optional: without
+// it curve.png is skipped with a warning. Returns -1 only when writing a file failed.
+static int write_curve(Trainer *tr) {
+    const CurvePoint *series[2] = {tr->reward_pts, tr->val_pts};
+    const char *titles[2] = {"with lines lw 2 title 'reward (train, mean over G)'",
+                             "with linespoints lw 2 title 'validation F1 (greedy)'"};
+    char dat[4096], png[4096], err[1024] = "";
     path_join(dat, sizeof dat, tr->opt.out_dir, "curve.dat");
     path_join(png, sizeof png, tr->opt.out_dir, "curve.png");
-    FILE *f = fopen(dat, "w");
-    if (!f) {
-        fprintf(stderr, "warning: cannot write %s: %s\n", dat, strerror(errno));
-        return;
+    char *text = NULL, *script = NULL, *image = NULL;
+    size_t text_n = 0, script_n = 0, image_n = 0;
+    FILE *t = open_memstream(&text, &text_n), *g = t ? open_memstream(&script, &script_n) : NULL;
+    int rc = -1;
+    if (!t || !g) {
+        fprintf(stderr, "error: out of memory writing %s\n", dat);
+        goto done;
     }
-    fprintf(f, "# step reward_mean\n");
-    for (int i = 0; i < arrlen(reward); i++) fprintf(f, "%g %g\n", reward[i].step, reward[i].value);
-    fprintf(f, "\n\n# step val_f1\n");
-    for (int i = 0; i < arrlen(val); i++) fprintf(f, "%g %g\n", val[i].step, val[i].value);
-    fclose(f);
-    if (arrlen(reward) == 0 && arrlen(val) == 0) return;
-    snprintf(cmd, sizeof cmd,
-             "gnuplot -e \"set terminal png size 900,500; set output '%s'; set xlabel 'step';"
-             " set ylabel 'value'; set key bottom right; set grid;"
-             " plot '%s' index 0 with lines lw 2 title 'reward (train, mean over G)',"
-             " '' index 1 with linespoints lw 2 title 'validation F1 (greedy)'\" 2>/dev/null",
-             png, dat);
-    if (system(cmd) != 0)
-        fprintf(stderr, "warning: gnuplot failed or is missing (apt-get install gnuplot-nox); "
-                        "the curve's data is in %s\n", dat);
+    fprintf(g, "set terminal png size 900,500\nset xlabel 'step'\nset ylabel 'value'\n"
+               "set key bottom right\nset grid\nplot");
+    for (int k = 0, first = 1; k < 2; k++)
+        if (arrlen(series[k]) > 0) fprintf(g, "%s '-' %s", first ? "" : ",", titles[k]), first = 0;
+    fprintf(g, "\n");
+    for (int k = 0; k < 2; k++) {
+        fprintf(t, "%s# step %s\n", k ? "\n\n" : "", k ? "val_f1" : "reward_mean");
+        for (int i = 0; i < arrlen(series[k]); i++) {
+            fprintf(t, "%g %g\n", series[k][i].step, series[k][i].value);
+            fprintf(g, "%g %g\n", series[k][i].step, series[k][i].value);
+        }
+        if (arrlen(series[k]) > 0) fprintf(g, "e\n");
+    }
+    int bad = fclose(t) != 0;
+    bad |= fclose(g) != 0;
+    t = g = NULL;
+    if (bad) {
+        fprintf(stderr, "error: out of memory writing %s\n", dat);
+        goto done;
+    }
+    if (write_text_file(dat, text, text_n) != 0) goto done;
+    rc = 0;
+    if (arrlen(series[0]) == 0 && arrlen(series[1]) == 0) goto done;
+    char *argv[] = {"gnuplot", NULL};
+    if (spawn_wait(argv, script, script_n, &image, &image_n, 1, err, sizeof err) != 0 ||
+        image_n == 0) {
+        fprintf(stderr, "warning: no %s: gnuplot failed or is missing (%s; apt-get install "
+                        "gnuplot-nox); the curve's data is in %s\n", png,
+                image_n == 0 && !err[0] ? "no output" : err, dat);
+        goto done;
+    }
+    rc = write_text_file(png, image, image_n);
+done:
+    if (t) fclose(t);
+    if (g) fclose(g);
+    free(text), free(script), free(image);
+    return rc;
 }
 
 // A JSON number, or null for NaN / inf (JSON has no NaN): "%s" of buf.
@@ -915,30 +1112,52 @@ static int run_curriculum(Trainer *tr) {
     const Options *o = &tr->opt;
     size_t np = BACKEND->num_params(tr->model);
     float *best = malloc(sizeof(float) * np), *scratch = malloc(sizeof(float) * np);
-    float *zeros = calloc(np, sizeof(float));
-    CurvePoint *reward_pts = NULL, *val_pts = NULL;
+    float *zeros = calloc(np, sizeof(float)), *ref = malloc(sizeof(float) * np);
     int rc = -1;
-    if (!best || !scratch || !zeros) goto done;
+    if (!best || !scratch || !zeros || !ref) goto done;
     int n_stages = o->direct ? 1 : 3, total_steps = 0, done_steps = 0;
     for (int s = 0; s < 3; s++) total_steps += o->stage_steps[s];
+    // Resuming inside the curriculum: the policy, moments and RNG are back (run_training);
+    // a stage already started also gets its reference policy, best policy and best F1 back.
+    const RunState *rs = tr->resuming && tr->rs.phase == RUN_RL ? &tr->rs : NULL;
+    int first_stage = rs ? rs->stage : 0;
+    if (rs) done_steps = rs->done_steps;
     double t_rl = now_seconds();
-    for (int stage = 0; stage < n_stages; stage++) {
+    for (int stage = first_stage; stage < n_stages; stage++) {
         int H = o->direct ? o->horizons[2] : o->horizons[stage];
         int steps = o->direct ? total_steps : o->stage_steps[stage];
         if (steps == 0) continue;
-        // pi_ref = the policy at the start of the stage; fresh optimizer moments
-        BACKEND->get_params(tr->model, best);
-        BACKEND->set_params(tr->ref, best);
-        BACKEND->set_opt_state(tr->model, zeros, zeros, 0);
-        double best_f1 = validate(tr, tr->model, H);
-        if (best_f1 < 0) goto done;
-        printf("stage %d: %d sessions, %d steps; validation F1 at start %.4f\n", stage + 1, H,
-               steps, best_f1);
-        arrput(val_pts, ((CurvePoint){(float)tr->global_step, (float)best_f1}));
         char name[64];
         snprintf(name, sizeof name, "best_h%d.bin", H);
-        if (save_params(tr, tr->model, name, scratch) != 0) goto done;
-        for (int step = 0; step < steps; step++) {
+        double best_f1;
+        int first_step = 0;
+        if (rs && stage == first_stage && rs->stage_step > 0) {
+            if (!rs->copy[RUN_BEST] || !rs->copy[RUN_REF] || rs->stage_step > steps) {
+                fprintf(stderr, "error: %s/state.bin does not match this run's curriculum\n",
+                        o->out_dir);
+                goto done;
+            }
+            first_step = rs->stage_step;
+            memcpy(best, rs->copy[RUN_BEST], sizeof(float) * np);
+            memcpy(ref, rs->copy[RUN_REF], sizeof(float) * np);
+            BACKEND->set_params(tr->ref, ref);
+            best_f1 = rs->best_f1;
+            printf("stage %d: %d sessions, resuming after step %d of %d\n", stage + 1, H,
+                   first_step, steps);
+        } else {
+            // pi_ref = the policy at the start of the stage; fresh optimizer moments
+            BACKEND->get_params(tr->model, best);
+            memcpy(ref, best, sizeof(float) * np);
+            BACKEND->set_params(tr->ref, best);
+            BACKEND->set_opt_state(tr->model, zeros, zeros, 0);
+            best_f1 = validate(tr, tr->model, H);
+            if (best_f1 < 0) goto done;
+            printf("stage %d: %d sessions, %d steps; validation F1 at start %.4f\n", stage + 1,
+                   H, steps, best_f1);
+            arrput(tr->val_pts, ((CurvePoint){(float)tr->global_step, (float)best_f1}));
+            if (save_params(tr, tr->model, name, scratch) != 0) goto done;
+        }
+        for (int step = first_step; step < steps; step++) {
             StepMetrics sm;
             double t0 = now_seconds();
             if (rl_step(tr, H, o->lr, &sm) != 0) goto done;
@@ -949,15 +1168,20 @@ static int run_curriculum(Trainer *tr) {
             if ((step + 1) % o->eval_every == 0 || step + 1 == steps) {
                 val_f1 = validate(tr, tr->model, H);
                 if (val_f1 < 0) goto done;
-                arrput(val_pts, ((CurvePoint){(float)tr->global_step, (float)val_f1}));
+                arrput(tr->val_pts, ((CurvePoint){(float)tr->global_step, (float)val_f1}));
                 if (val_f1 >= best_f1) {  // on a tie, the policy that trained longer
                     best_f1 = val_f1;
                     BACKEND->get_params(tr->model, best);
                     if (save_params(tr, tr->model, name, scratch) != 0) goto done;
                 }
             }
-            arrput(reward_pts, ((CurvePoint){(float)tr->global_step, (float)sm.g.reward_mean}));
+            arrput(tr->reward_pts, ((CurvePoint){(float)tr->global_step, (float)sm.g.reward_mean}));
             log_rl_step(tr, stage + 1, H, &sm, dt, val_f1);
+            RunState save = {.phase = RUN_RL, .stage = stage, .stage_step = step + 1,
+                             .done_steps = done_steps, .best_f1 = best_f1,
+                             .copy[RUN_BEST] = best, .copy[RUN_REF] = ref,
+                             .copy[RUN_SFT_PARAMS] = tr->warm_started ? tr->sft_params : NULL};
+            if (save_run_state(tr, &save) != 0) goto done;
             if (!o->quiet) {
                 double el = now_seconds() - t_rl;
                 int nt = sm.gs.n_turns ? sm.gs.n_turns : 1, nk = sm.gs.n_tokens ? sm.gs.n_tokens : 1;
@@ -969,7 +1193,8 @@ static int run_curriculum(Trainer *tr) {
                        (double)sm.gs.clipped / (nt * (o->grpo.ppo_epochs > 1 ? 2 : 1)),
                        sm.g.credit_global, sm.g.credit_local, dt);
                 if (val_f1 >= 0) printf("  val F1 %.4f (best %.4f)", val_f1, best_f1);
-                printf("  eta %.0fs\n", el / done_steps * (total_steps - done_steps));
+                printf("  eta %.0fs\n", el / (done_steps - (rs ? rs->done_steps : 0)) *
+                                             (total_steps - done_steps));
                 fflush(stdout);
             }
         }
@@ -978,12 +1203,13 @@ static int run_curriculum(Trainer *tr) {
         if (o->select_best) BACKEND->set_params(tr->model, best);
         printf("stage %d done: best validation F1 %.4f (%s/%s); continuing from the %s policy\n",
                stage + 1, best_f1, o->out_dir, name, o->select_best ? "best" : "last");
+        RunState next = {.phase = RUN_RL, .stage = stage + 1, .done_steps = done_steps,
+                         .copy[RUN_SFT_PARAMS] = tr->warm_started ? tr->sft_params : NULL};
+        if (stage + 1 < n_stages && save_run_state(tr, &next) != 0) goto done;
     }
-    write_curve(tr, reward_pts, val_pts);
     rc = 0;
 done:
-    free(best), free(scratch), free(zeros);
-    arrfree(reward_pts), arrfree(val_pts);
+    free(best), free(scratch), free(zeros), free(ref);
     return rc;
 }
 
@@ -1151,17 +1377,30 @@ static int final_table(Trainer *tr, const float *sft_params) {
     ft.nh = eval_horizons(&tr->test, 0, ft.hs);
     int rc = final_eval(tr, sft_params, &test, &ft);
     if (rc == 0) {
-        char path[4096];
-        // machine-readable: one JSON line per (policy, horizon), for dev/experiment.py
-        path_join(path, sizeof path, tr->opt.out_dir, "eval.jsonl");
-        FILE *j = fopen(path, "w");
-        if (j) final_write_jsonl(&ft, j), fclose(j);
-        else fprintf(stderr, "warning: cannot write %s: %s\n", path, strerror(errno));
-        final_write_md(&ft, stdout);
-        path_join(path, sizeof path, tr->opt.out_dir, "eval.md");
-        FILE *f = fopen(path, "w");
-        if (f) final_write_md(&ft, f), fclose(f);
-        else fprintf(stderr, "warning: cannot write %s: %s\n", path, strerror(errno));
+        // Both files are built in memory and written atomically (write_text_file): a full
+        // disk is an error naming the file, never an empty table.
+        char path[4096], *jtext = NULL, *mtext = NULL;
+        size_t jn = 0, mn = 0;
+        FILE *j = open_memstream(&jtext, &jn), *f = j ? open_memstream(&mtext, &mn) : NULL;
+        rc = -1;
+        if (j && f) {
+            final_write_jsonl(&ft, j);  // machine-readable: one JSON line per (policy, horizon)
+            final_write_md(&ft, f);
+            final_write_md(&ft, stdout);
+        }
+        int bad = !j || !f;
+        if (j) bad |= fclose(j) != 0;
+        if (f) bad |= fclose(f) != 0;
+        if (bad) {
+            fprintf(stderr, "error: out of memory for the final table\n");
+        } else {
+            path_join(path, sizeof path, tr->opt.out_dir, "eval.jsonl");
+            if (write_text_file(path, jtext, jn) == 0) {
+                path_join(path, sizeof path, tr->opt.out_dir, "eval.md");
+                rc = write_text_file(path, mtext, mn);
+            }
+        }
+        free(jtext), free(mtext);
     }
     for (int r = 0; r < N_ROWS; r++) free(ft.ep_f1[r]);
     return rc;
@@ -1255,12 +1494,179 @@ done:
 }
 
 // ---------------------------------------------------------------------------------------------
+// The output directory of a run (README "Outputs and resume")
+
+// What a run writes in its directory; a killed run may leave "<name>.tmp" files beside them.
+static const char *const RUN_FILES[] = {"run.args", "state.bin", "log.jsonl", "vocab.txt",
+                                        "sft.bin", "best_h", "final.bin", "eval.", "curve."};
+#define MAX_ARGS_BYTES (1 << 20)
+
+// A fresh run: refuses a directory that holds another run (its log would be lost) unless
+// --overwrite, then records its own flags in run.args for --resume. A resumed run only clears
+// the temporaries a kill left.
+static int prepare_out_dir(const Options *o, int argc, char **argv) {
+    char path[4096], err[1024];
+    if (ensure_dir(o->out_dir) != 0) return -1;
+    int stale = remove_stale_tmp(o->out_dir, RUN_FILES, (int)(sizeof RUN_FILES / sizeof *RUN_FILES));
+    if (stale < 0) return -1;
+    if (stale > 0) printf("removed %d unfinished temporary file(s) from %s\n", stale, o->out_dir);
+    if (o->resume_dir) return 0;
+    path_join(path, sizeof path, o->out_dir, "log.jsonl");
+    char state[4096];
+    path_join(state, sizeof state, o->out_dir, "state.bin");
+    if ((file_exists(path) || file_exists(state)) && !o->overwrite) {
+        fprintf(stderr, "error: %s already holds a run (%s): `--resume %s` continues it, "
+                        "--overwrite starts over, or choose another -o DIR\n",
+                o->out_dir, file_exists(path) ? path : state, o->out_dir);
+        return -1;
+    }
+    if (remove(state) != 0 && errno != ENOENT) {
+        fprintf(stderr, "error: cannot remove %s: %s\n", state, strerror(errno));
+        return -1;
+    }
+    // run.args: the flags, NUL-terminated each, so --resume parses exactly the same ones.
+    OutFile f;
+    path_join(path, sizeof path, o->out_dir, "run.args");
+    if (outfile_open(&f, path, err, sizeof err) == 0) {
+        for (int i = 1; i < argc; i++) outfile_write(&f, argv[i], strlen(argv[i]) + 1);
+        if (outfile_commit(&f, err, sizeof err) == 0) return 0;
+    }
+    fprintf(stderr, "error: %s\n", err);
+    return -1;
+}
+
+// --resume DIR: the flags of the run saved in DIR (its run.args), parsed as at its start; the
+// output directory is DIR wherever the run first wrote it. *buf keeps the strings alive.
+static int options_from_run_dir(const char *dir, const char *prog, int quiet, Options *o,
+                                char **buf, char ***args) {
+    char path[4096];
+    path_join(path, sizeof path, dir, "run.args");
+    *buf = NULL, *args = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "error: --resume %s: no run to resume (%s: %s)\n", dir, path,
+                strerror(errno));
+        return -1;
+    }
+    char *b = malloc(MAX_ARGS_BYTES + 1);
+    size_t n = b ? fread(b, 1, MAX_ARGS_BYTES + 1, f) : 0;
+    int bad = !b || ferror(f) || n > MAX_ARGS_BYTES || (n > 0 && b[n - 1] != 0);
+    fclose(f);
+    if (bad) {
+        fprintf(stderr, "error: --resume %s: %s is unreadable or not a list of flags\n", dir, path);
+        free(b);
+        return -1;
+    }
+    int argc = 1;
+    for (size_t i = 0; i < n; i++) argc += b[i] == 0;
+    char **argv = malloc(sizeof(char *) * (size_t)(argc + 1));
+    if (!argv) {
+        free(b);
+        return -1;
+    }
+    argv[0] = (char *)prog;
+    for (size_t i = 0, k = 1; i < n; i += strlen(b + i) + 1) argv[k++] = b + i;
+    argv[argc] = NULL;
+    options_default(o);
+    if (parse_options(argc, argv, o) != 0 || o->eval_policy || o->resume_dir) {
+        fprintf(stderr, "error: --resume %s: the flags in %s are not a training run's\n", dir,
+                path);
+        free(b), free(argv);
+        return -1;
+    }
+    o->out_dir = dir;
+    o->resume_dir = dir;
+    o->quiet |= quiet;
+    *buf = b, *args = argv;
+    return 0;
+}
+
+// Opens log.jsonl: a fresh run starts it; a resumed one cuts it back to where its state was
+// saved (the lines after that are written again) and appends.
+static int open_log(Trainer *tr) {
+    path_join(tr->log_path, sizeof tr->log_path, tr->opt.out_dir, "log.jsonl");
+    if (tr->resuming) {
+        struct stat st;
+        if (stat(tr->log_path, &st) != 0 || st.st_size < tr->rs.log_bytes) {
+            fprintf(stderr, "error: %s is shorter than its saved state says (%lld bytes): it "
+                            "cannot be resumed\n", tr->log_path, (long long)tr->rs.log_bytes);
+            return -1;
+        }
+        if (truncate(tr->log_path, (off_t)tr->rs.log_bytes) != 0) {
+            fprintf(stderr, "error: cannot cut %s back: %s\n", tr->log_path, strerror(errno));
+            return -1;
+        }
+    }
+    tr->log = fopen(tr->log_path, tr->resuming ? "a" : "w");
+    if (!tr->log) {
+        fprintf(stderr, "error: cannot write %s: %s\n", tr->log_path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+// Loads DIR/state.bin when resuming (a run killed before its first save starts afresh).
+static int load_run_state(Trainer *tr) {
+    const Options *o = &tr->opt;
+    char path[4096], err[1024];
+    path_join(path, sizeof path, o->out_dir, "state.bin");
+    if (train_state_load(path, &tr->mcfg, &tr->ts, err, sizeof err) != 0 ||
+        runstate_decode(tr->ts.blob, tr->ts.blob_bytes, BACKEND->num_params(tr->model), &tr->rs,
+                        err, sizeof err) != 0) {
+        fprintf(stderr, "error: cannot resume from %s: %s\n", path, err);
+        return -1;
+    }
+    tr->resuming = 1;
+    if (tr->rs.phase == RUN_SFT && (o->init_path || tr->rs.sft_step > o->sft_steps)) {
+        fprintf(stderr, "error: cannot resume from %s: its warm start does not match %s/run.args\n",
+                path, o->out_dir);
+        return -1;
+    }
+    tr->t_start = now_seconds() - tr->rs.elapsed_s;
+    printf("resuming %s from step %d\n", o->out_dir, tr->rs.global_step);
+    return 0;
+}
+
+// The warm start, or the policy of --init: what the curriculum starts from.
+static int warm_start(Trainer *tr) {
+    const Options *o = &tr->opt;
+    char err[1024];
+    if (o->init_path) {
+        ModelConfig c;
+        float *p = NULL;
+        if (checkpoint_load(o->init_path, &c, &p, err, sizeof err) != 0) {
+            fprintf(stderr, "error: --init: %s\n", err);
+            return -1;
+        }
+        if (!model_config_equal(&c, &tr->mcfg)) {
+            fprintf(stderr, "error: --init %s has V=%d T=%d L=%d NH=%d C=%d but this run wants "
+                            "V=%d T=%d L=%d NH=%d C=%d (same data and model flags?)\n",
+                    o->init_path, c.V, c.maxT, c.L, c.NH, c.C, tr->mcfg.V, tr->mcfg.maxT,
+                    tr->mcfg.L, tr->mcfg.NH, tr->mcfg.C);
+            free(p);
+            return -1;
+        }
+        BACKEND->set_params(tr->model, p);
+        free(p);
+        tr->warm_started = 1;
+        printf("starting from %s\n", o->init_path);
+    } else if (o->sft_steps > 0) {
+        if (sft_train(tr) != 0) return -1;
+        if (save_params(tr, tr->model, "sft.bin", tr->sft_params) != 0) return -1;
+        tr->warm_started = 1;
+    }
+    BACKEND->get_params(tr->model, tr->sft_params);
+    RunState next = {.phase = o->algo == ALGO_SFT ? RUN_DONE : RUN_RL,
+                     .copy[RUN_SFT_PARAMS] = tr->warm_started ? tr->sft_params : NULL};
+    return save_run_state(tr, &next);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Training: data -> vocabulary -> model -> warm start -> curriculum -> final table
 
-static int run_training(const Options *o) {
+static int run_training(const Options *o, int argc, char **argv) {
     Trainer tr = {.opt = *o};
     int rc = 1;
-    float *sft_params = NULL;
     tr.t_start = now_seconds();
     rng_seed(&tr.rng, o->seed);
     env_config_default(&tr.env.cfg);
@@ -1268,7 +1674,11 @@ static int run_training(const Options *o) {
 
     tr.mcfg = (ModelConfig){.V = TOK_FIRST_WORD + 1, .maxT = o->max_seq, .L = o->layers,
                             .NH = o->heads, .C = o->channels};
-    if (ensure_dir(o->out_dir) != 0 || ensure_default_data(o) != 0) goto done;
+    if (o->init_path && access(o->init_path, R_OK) != 0) {
+        fprintf(stderr, "error: --init %s: %s\n", o->init_path, strerror(errno));
+        goto done;
+    }
+    if (prepare_out_dir(o, argc, argv) != 0 || ensure_default_data(o) != 0) goto done;
     if (load_dataset_or_die(o->train_path, &tr.train) != 0 ||
         load_dataset_or_die(o->val_path, &tr.val) != 0 ||
         load_dataset_or_die(o->test_path, &tr.test) != 0)
@@ -1278,14 +1688,21 @@ static int run_training(const Options *o) {
                 tr.val.n, tr.test.n);
         goto done;
     }
-    // A run that starts from a checkpoint keeps that checkpoint's vocabulary.
-    tr.vocab = o->init_path ? load_sibling_vocab(o->init_path)
-                            : vocab_build(&tr.train, o->vocab_max);
-    if (!tr.vocab) goto done;
-    tr.env.vocab = tr.vocab;
-    char path[4096], err[1024];
+    char path[4096], err[1024], state[4096];
     path_join(path, sizeof path, o->out_dir, "vocab.txt");
-    if (vocab_save(tr.vocab, path, err, sizeof err) != 0) {
+    path_join(state, sizeof state, o->out_dir, "state.bin");
+    int have_state = o->resume_dir && file_exists(state);
+    // A resumed run keeps the vocabulary it saved; a run that starts from a checkpoint keeps
+    // that checkpoint's.
+    tr.vocab = have_state ? vocab_load(path, err, sizeof err)
+               : o->init_path ? load_sibling_vocab(o->init_path)
+                              : vocab_build(&tr.train, o->vocab_max);
+    if (!tr.vocab) {
+        if (have_state) fprintf(stderr, "error: --resume: %s\n", err);
+        goto done;
+    }
+    tr.env.vocab = tr.vocab;
+    if (!have_state && vocab_save(tr.vocab, path, err, sizeof err) != 0) {
         fprintf(stderr, "error: %s\n", err);
         goto done;
     }
@@ -1298,54 +1715,44 @@ static int run_training(const Options *o) {
            "%d test episodes\n",
            BACKEND->name, tr.mcfg.V, tr.mcfg.maxT, tr.mcfg.L, tr.mcfg.NH, tr.mcfg.C,
            BACKEND->num_params(tr.model), tr.train.n, tr.val.n, tr.test.n);
-    path_join(path, sizeof path, o->out_dir, "log.jsonl");
-    tr.log = fopen(path, "w");
-    if (!tr.log) {
-        fprintf(stderr, "error: cannot write %s: %s\n", path, strerror(errno));
-        goto done;
-    }
-
     size_t np = BACKEND->num_params(tr.model);
-    sft_params = malloc(sizeof(float) * np);
-    if (!sft_params) goto done;
-    int warm_started = 0;
-    if (o->init_path) {
-        ModelConfig c;
-        float *p = NULL;
-        if (checkpoint_load(o->init_path, &c, &p, err, sizeof err) != 0) {
-            fprintf(stderr, "error: --init: %s\n", err);
-            goto done;
-        }
-        if (!model_config_equal(&c, &tr.mcfg)) {
-            fprintf(stderr, "error: --init %s has V=%d T=%d L=%d NH=%d C=%d but this run wants "
-                            "V=%d T=%d L=%d NH=%d C=%d (same data and model flags?)\n",
-                    o->init_path, c.V, c.maxT, c.L, c.NH, c.C, tr.mcfg.V, tr.mcfg.maxT,
-                    tr.mcfg.L, tr.mcfg.NH, tr.mcfg.C);
-            free(p);
-            goto done;
-        }
-        BACKEND->set_params(tr.model, p);
-        free(p);
-        warm_started = 1;
-        printf("starting from %s\n", o->init_path);
-    } else if (o->sft_steps > 0) {
-        if (sft_train(&tr) != 0) goto done;
-        if (save_params(&tr, tr.model, "sft.bin", sft_params) != 0) goto done;
-        warm_started = 1;
+    tr.sft_params = malloc(sizeof(float) * np);
+    if (!tr.sft_params) goto done;
+    if (have_state && load_run_state(&tr) != 0) goto done;
+    if (open_log(&tr) != 0) goto done;
+
+    if (!tr.resuming || tr.rs.phase == RUN_SFT) {
+        if (warm_start(&tr) != 0) goto done;
+    } else {
+        restore_run_state(&tr);
     }
-    BACKEND->get_params(tr.model, sft_params);
-    if (o->algo != ALGO_SFT && run_curriculum(&tr) != 0) goto done;
+    if (o->algo != ALGO_SFT && (!tr.resuming || tr.rs.phase != RUN_DONE)) {
+        if (run_curriculum(&tr) != 0) goto done;
+        RunState fin = {.phase = RUN_DONE,
+                        .copy[RUN_SFT_PARAMS] = tr.warm_started ? tr.sft_params : NULL};
+        if (save_run_state(&tr, &fin) != 0) goto done;
+    }
+    if (o->algo != ALGO_SFT && write_curve(&tr) != 0) goto done;
     float *scratch = malloc(sizeof(float) * np);
     if (!scratch) goto done;
     int saved = save_params(&tr, tr.model, "final.bin", scratch);
     free(scratch);
     if (saved != 0) goto done;
-    if (final_table(&tr, warm_started ? sft_params : NULL) != 0) goto done;
+    if (final_table(&tr, tr.warm_started ? tr.sft_params : NULL) != 0) goto done;
+    FILE *log = tr.log;
+    tr.log = NULL;
+    if (tr.log_failed || fclose(log) != 0) {
+        if (!tr.log_failed) fprintf(stderr, "error: cannot write %s: %s\n", tr.log_path, strerror(errno));
+        goto done;
+    }
     printf("done in %.1fs; outputs in %s/\n", now_seconds() - tr.t_start, o->out_dir);
     rc = 0;
 done:
-    free(sft_params);
+    free(tr.sft_params);
     if (tr.log) fclose(tr.log);
+    runstate_free(&tr.rs);
+    free(tr.ts.mom), free(tr.ts.vel), free(tr.ts.blob);
+    arrfree(tr.reward_pts), arrfree(tr.val_pts);
     row_batch_free(&tr.rows);
     if (tr.model) BACKEND->destroy(tr.model);
     if (tr.ref) BACKEND->destroy(tr.ref);
@@ -1354,12 +1761,44 @@ done:
     return rc;
 }
 
+// Threads on a shared machine (README "Threads"): OpenMP's idle threads sleep instead of
+// spinning (a spinning thread takes the core another process, or this one's other thread, needs)
+// and OpenBLAS starts no pool of its own (model.c splits every sgemm over OpenMP's threads).
+// Both libraries read these variables once, when they load, so the program sets them and
+// re-executes itself; a value the user set is kept.
+static void set_thread_env(char **argv) {
+    if (getenv("OMP_WAIT_POLICY")) return;  // the user's choice, or already re-executed
+    if (setenv("OMP_WAIT_POLICY", "passive", 1) != 0) return;
+    if (!getenv("OPENBLAS_NUM_THREADS")) setenv("OPENBLAS_NUM_THREADS", "1", 1);
+    execv("/proc/self/exe", argv);
+    // Still here: run as we are (correct, only slower on a busy machine).
+    fprintf(stderr, "warning: cannot re-execute with OMP_WAIT_POLICY=passive: %s\n",
+            strerror(errno));
+}
+
 int main(int argc, char **argv) {
+    set_thread_env(argv);
     Options o;
     options_default(&o);
     if (parse_options(argc, argv, &o) != 0) {
         fprintf(stderr, "see %s --help\n", argv[0]);
         return 2;
+    }
+    char *args_buf = NULL, **args = NULL;
+    if (o.resume_dir) {
+        // Only -q may come with --resume: every other flag is the saved run's.
+        for (int i = 1; i < argc; i++) {
+            if (!strcmp(argv[i], "--resume")) i++;
+            else if (strncmp(argv[i], "--resume=", 9) && strcmp(argv[i], "-q") &&
+                     strcmp(argv[i], "--quiet")) {
+                fprintf(stderr, "error: --resume DIR takes the run's flags from DIR/run.args; "
+                                "give no other flag but -q (got '%s')\n", argv[i]);
+                return 2;
+            }
+        }
+        int quiet = o.quiet;
+        if (options_from_run_dir(o.resume_dir, argv[0], quiet, &o, &args_buf, &args) != 0)
+            return 1;
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
     // Ask the backend for a tiny model first: the GPU build says at once when there is no GPU.
@@ -1368,8 +1807,11 @@ int main(int argc, char **argv) {
     if (!probe) {
         fprintf(stderr, "error: the %s backend cannot start (see above)%s\n", BACKEND->name,
                 BACKEND == &cpu_backend ? "" : "; ./train_cpu runs the same on the CPU");
+        free(args_buf), free(args);
         return 1;
     }
     BACKEND->destroy(probe);
-    return o.eval_policy ? run_eval(&o) : run_training(&o);
+    int rc = o.eval_policy ? run_eval(&o) : run_training(&o, argc, argv);
+    free(args_buf), free(args);
+    return rc;
 }
