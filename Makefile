@@ -22,11 +22,11 @@ GPU_ARCHS ?= 80 89 90
 NVCC_GENCODE := $(foreach a,$(GPU_ARCHS),-gencode arch=compute_$(a),code=sm_$(a))
 
 # ---- sources -------------------------------------------------------------------------------
-CORE_SRC   := model.c llama.c memory.c env.c grpo.c rollout.c credit.c stats.c
+CORE_SRC   := model.c llama.c memory.c env.c grpo.c rollout.c credit.c stats.c mistakes.c
 CORE_SRC   += files.c runstate.c
 TRAIN_SRC  := train.c
 GEN_SRC    := data/gen_episodes.c
-TESTS      := test_model test_memory test_env test_gen test_grpo test_grpo_step test_train
+TESTS      := test_model test_memory test_env test_gen test_grpo test_grpo_step test_train test_mistakes
 
 .PHONY: all help deps test test_asan test_kernels bench clean
 all: train_cpu gen_episodes

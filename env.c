@@ -924,6 +924,18 @@ int env_fact_key(const Vocab *v, const int *ids, int n, char *key, size_t keylen
 // snapshot; G = 8 rollouts x 33 snapshots (sessions 0..32) = 14.7 MB. The oracle keeps one slot
 // per key (<= 7 attributes x 16 people = 112; ~40 with 4 people); store-turns needs one per turn
 // (256 at 32 sessions of 8 turns; real LoCoMo's ~700 turns overflow, which is counted).
+int env_parse_fact(const Vocab *v, const int *ids, int n, EnvFact *f) {
+    const char *w[64];
+    ParsedFact pf;
+    int wn = ids_words(v, ids, n, w, 64);
+    if (n > 64 || !parse_fact(w, wn, &pf)) return 0;
+    f->type = pf.type, f->attr = pf.attr;
+    snprintf(f->p, sizeof f->p, "%s", pf.p);
+    snprintf(f->v, sizeof f->v, "%s", pf.v ? pf.v : "");
+    snprintf(f->o, sizeof f->o, "%s", pf.o ? pf.o : "");
+    return 1;
+}
+
 void env_config_default(EnvConfig *c) {
     c->chunk_turns = 4;   // sessions of ~8 turns -> 2 chunks
     c->retrieve_k = 3;    // slots per fact shown to the manager
@@ -1166,8 +1178,40 @@ int env_parse_manage(const Env *env, const int *gen, int len, const Fact *facts,
 
 // =============================================================================================
 // Teacher
+TeacherFlaws teacher_flaws_default(void) {
+    enum { CITY = 1u << 0, JOB = 1u << 1, EMPLOYER = 1u << 2, PET = 1u << 3, CAR = 1u << 4,
+           HOBBY = 1u << 5, PARTNER = 1u << 6 };
+    // Each flaw spares some attributes, so the model also learns the right action for the
+    // same kind of fact and RL has a nearby alternative to find by sampling.
+    return (TeacherFlaws){.skip_third = PET | HOBBY,
+                          .dup_change = CITY | JOB | CAR | PARTNER,
+                          .keep_ended = EMPLOYER | PET | CAR | HOBBY};
+}
+
+static int attr_of_key(const char *key) {
+    const char *bar = key ? strchr(key, '|') : NULL;
+    for (int a = 0; bar && a < GR_N_ATTRS; a++)
+        if (strcmp(bar + 1, GR_ATTRS[a].name) == 0) return a;
+    return -1;
+}
+
+// A gold fact the flawed extractor leaves out: about someone other than the speaker, of an
+// attribute in flaws->skip_third.
+static int skipped_third(const TeacherFlaws *fl, const GoldFact *G, const char *speaker) {
+    int a = attr_of_key(G->key);
+    if (!fl || a < 0 || !(fl->skip_third & (1u << a)) || !speaker) return 0;
+    size_t pl = strcspn(G->key, "|");
+    return !(strlen(speaker) == pl && strncmp(G->key, speaker, pl) == 0);
+}
+
 int env_teacher_extract(const Env *env, const Episode *ep, int session, int chunk, float noise,
                         Rng *rng, int *out, int max) {
+    return env_teacher_extract_flawed(env, ep, session, chunk, NULL, noise, rng, out, max);
+}
+
+int env_teacher_extract_flawed(const Env *env, const Episode *ep, int session, int chunk,
+                               const TeacherFlaws *flaws, float noise, Rng *rng, int *out,
+                               int max) {
     int t0, t1, n = 0, nf = 0;
     if (max < 1) return 0;
     if (chunk_range(env, ep, session, chunk, &t0, &t1) && ep->gold) {
@@ -1178,6 +1222,7 @@ int env_teacher_extract(const Env *env, const Episode *ep, int session, int chun
             for (int g = 0; g < ep->n_gold[session - 1]; g++) {
                 const GoldFact *G = &ep->gold[session - 1][g];
                 if (dia == 0 || G->dia != dia || nf >= env->cfg.max_facts) continue;
+                if (skipped_third(flaws, G, S->turns[t0 + k].speaker)) continue;
                 if (noise > 0 && rng && rng_float(rng) < noise) continue;  // dropped fact
                 int fl = vocab_encode(env->vocab, G->text, buf, flen);
                 if (fl == 0 || n + fl + 2 > max - 1) continue;
@@ -1201,6 +1246,14 @@ static int same_key(const ParsedFact *a, const ParsedFact *b) {
 int env_teacher_manage(const Env *env, const Episode *ep, const MemoryBank *bank,
                        const Fact *facts, int n_facts, const Shown *shown, float noise, Rng *rng,
                        int *out, int max) {
+    return env_teacher_manage_flawed(env, ep, bank, facts, n_facts, shown, NULL, noise, rng, out,
+                                     max);
+}
+
+int env_teacher_manage_flawed(const Env *env, const Episode *ep, const MemoryBank *bank,
+                              const Fact *facts, int n_facts, const Shown *shown,
+                              const TeacherFlaws *flaws, float noise, Rng *rng, int *out,
+                              int max) {
     (void)ep;
     int n = 0;
     if (max < 1) return 0;
@@ -1243,6 +1296,15 @@ int env_teacher_manage(const Env *env, const Episode *ep, const MemoryBank *bank
                     blen = vocab_encode(env->vocab, buf, text, fact_cap(env));
                     body = text;
                 }
+            }
+            // The designed flaws: a stale value left in place, or kept beside the new one.
+            unsigned bit = 1u << pf.attr;
+            if (flaws && kind == OP_UPDATE && pf.type == GR_END && (flaws->keep_ended & bit))
+                kind = OP_NOOP;
+            if (flaws && kind == OP_UPDATE && pf.type != GR_END && cur &&
+                (flaws->dup_change & bit)) {
+                kind = OP_INSERT;  // the fact as extracted: "<p> now <phrase> <v> , previously <o>"
+                body = F->tokens, blen = F->len;
             }
             if (kind == OP_UPDATE) claimed[target] = 1;
         }
@@ -1537,15 +1599,18 @@ void eval_print(const EvalResult *r, const char *policy, FILE *f) {
 }
 
 int baseline_policy_parse(const char *name, BaselinePolicy *p) {
-    static const char *const names[] = {"none", "store-turns", "insert-only", "oracle"};
-    for (int i = 0; i < 4; i++)
+    static const char *const names[] = {"none", "store-turns", "insert-only", "oracle",
+                                        "teacher"};
+    for (int i = 0; i < 5; i++)
         if (name && strcmp(name, names[i]) == 0) return *p = (BaselinePolicy)i, 0;
     return -1;
 }
 
-// The oracle through the same prompt -> output -> parse -> apply path the model uses.
+// The oracle (flaws NULL) or the flawed teacher through the same prompt -> output -> parse ->
+// apply path the model uses.
 static int run_oracle_session(const Env *env, const Episode *ep, int s, MemoryBank *bank,
-                              WrittenSet *w, MemoryStats *st, int *malformed) {
+                              const TeacherFlaws *flaws, WrittenSet *w, MemoryStats *st,
+                              int *malformed) {
     enum { PMAX = 4096, GMAX = 1024 };
     int *prompt = malloc(PMAX * sizeof(int)), *gen = malloc(GMAX * sizeof(int));
     Fact *facts = malloc(sizeof(Fact) * MAX_CHUNK_TURNS * 2);
@@ -1556,11 +1621,12 @@ static int run_oracle_session(const Env *env, const Episode *ep, int s, MemoryBa
         int bad = 0, invalid = 0;
         Shown shown;
         env_extract_prompt(env, ep, s, c, prompt, PMAX);
-        int gl = env_teacher_extract(env, ep, s, c, 0.0f, NULL, gen, GMAX);
+        int gl = env_teacher_extract_flawed(env, ep, s, c, flaws, 0.0f, NULL, gen, GMAX);
         int nf = env_parse_extract(env, ep, s, c, gen, gl, facts, MAX_CHUNK_TURNS * 2, &bad);
         *malformed += bad;
         env_manage_prompt(env, bank, facts, nf, &shown, prompt, PMAX);
-        gl = env_teacher_manage(env, ep, bank, facts, nf, &shown, 0.0f, NULL, gen, GMAX);
+        gl = env_teacher_manage_flawed(env, ep, bank, facts, nf, &shown, flaws, 0.0f, NULL, gen,
+                                       GMAX);
         int no = env_parse_manage(env, gen, gl, facts, nf, &shown, ops, 128, &invalid, &bad);
         *malformed += bad;
         st->invalid += invalid;
@@ -1610,8 +1676,10 @@ int eval_baseline(const Env *env, const Dataset *ds, BaselinePolicy p, int sessi
                     MemoryOp op = {OP_INSERT, -1, buf, n, G->dia};
                     if (memory_apply(&bank, &op, s, &st) == 0) written_mark(&w, op.evidence);
                 }
-            } else if (p == POLICY_ORACLE) {
-                rc = run_oracle_session(env, ep, s, &bank, &w, &st, &r->malformed);
+            } else if (p == POLICY_ORACLE || p == POLICY_TEACHER) {
+                TeacherFlaws fl = teacher_flaws_default();
+                rc = run_oracle_session(env, ep, s, &bank, p == POLICY_TEACHER ? &fl : NULL, &w,
+                                        &st, &r->malformed);
             }
         }
         eval_add_episode(env, ep, H, &bank, &w, r);

@@ -172,11 +172,42 @@ int env_parse_manage(const Env *env, const int *gen, int len, const Fact *facts,
 // Teacher traces for the supervised warm start. With noise > 0, each fact is dropped with
 // probability noise and each op replaced by a wrong one (e.g. UPDATE -> INSERT, DELETE -> NOOP)
 // with probability noise. Return the number of output tokens written (ending in <eos>).
+// These two are the oracle when noise is 0 (no flaws).
 int env_teacher_extract(const Env *env, const Episode *ep, int session, int chunk, float noise,
                         Rng *rng, int *out, int max);
 int env_teacher_manage(const Env *env, const Episode *ep, const MemoryBank *bank,
                        const Fact *facts, int n_facts, const Shown *shown, float noise, Rng *rng,
                        int *out, int max);
+
+// Systematic teacher mistakes: the warm start's designed flaws (README, "The default run").
+// Each is a rule over what the role sees (the fact's attribute, who says it), so a model that
+// imitates the teacher reproduces it under greedy decoding, unlike random noise that greedy
+// decoding averages away; and each costs reward only through later questions. Bit a of a mask
+// (1u << a) turns the flaw on for attribute a of data/grammar.h (0 city .. 6 partner).
+typedef struct {
+    unsigned skip_third;  // extractor: omits facts about a third party (not the speaker)
+    unsigned dup_change;  // manager: INSERTs a changed value as a new memory instead of UPDATE
+    unsigned keep_ended;  // manager: NOOP on a fact that ends a value (the stale value stays)
+} TeacherFlaws;
+// The default run's flaws: third-party pets and hobbies skipped; changes of city, job, car and
+// partner inserted as duplicates; ends of employer, pet, car and hobby ignored.
+TeacherFlaws teacher_flaws_default(void);
+// The teacher with flaws (NULL: none) and noise.
+int env_teacher_extract_flawed(const Env *env, const Episode *ep, int session, int chunk,
+                               const TeacherFlaws *flaws, float noise, Rng *rng, int *out,
+                               int max);
+int env_teacher_manage_flawed(const Env *env, const Episode *ep, const MemoryBank *bank,
+                              const Fact *facts, int n_facts, const Shown *shown,
+                              const TeacherFlaws *flaws, float noise, Rng *rng, int *out, int max);
+
+// A canonical fact of the synthetic grammar (data/grammar.h) parsed from token ids: type
+// GR_SET / GR_CHANGE / GR_END, attribute, person, value (SET, CHANGE) and old value (CHANGE,
+// END). Returns 1, or 0 if the ids are not a canonical fact.
+typedef struct {
+    int type, attr;
+    char p[32], v[32], o[32];
+} EnvFact;
+int env_parse_fact(const Vocab *v, const int *ids, int n, EnvFact *f);
 
 // ---------------------------------------------------------------------------------------------
 // The frozen answerer and the scores
@@ -196,7 +227,10 @@ double env_compression_penalty(const Env *env, const MemoryBank *bank, long word
 
 // ---------------------------------------------------------------------------------------------
 // Evaluation of whole episodes
-typedef enum { POLICY_NONE, POLICY_STORE_TURNS, POLICY_INSERT_ONLY, POLICY_ORACLE } BaselinePolicy;
+// POLICY_TEACHER: the warm start's flawed teacher (teacher_flaws_default) acting alone.
+typedef enum {
+    POLICY_NONE, POLICY_STORE_TURNS, POLICY_INSERT_ONLY, POLICY_ORACLE, POLICY_TEACHER
+} BaselinePolicy;
 
 typedef struct {
     int episodes, sessions, questions;

@@ -289,12 +289,13 @@ int rollout_run(const Env *env, Lane *lanes, int n_lanes, const Actor *a, Rng *r
                     ChunkStep st = steps[i][k];
                     int *g = rb.gen + (size_t)i * rb.stride;
                     if (role == ROLE_EXTRACT)
-                        rb.gen_len[i] = env_teacher_extract(env, l->ep, st.session, st.chunk,
-                                                            a->teacher_noise, rng, g, max_new_role[role]);
+                        rb.gen_len[i] = env_teacher_extract_flawed(
+                            env, l->ep, st.session, st.chunk, &a->teacher_flaws, a->teacher_noise,
+                            rng, g, max_new_role[role]);
                     else
-                        rb.gen_len[i] = env_teacher_manage(env, l->ep, &l->bank, cs[i].facts,
-                                                           cs[i].n_facts, &cs[i].shown,
-                                                           a->teacher_noise, rng, g, max_new_role[role]);
+                        rb.gen_len[i] = env_teacher_manage_flawed(
+                            env, l->ep, &l->bank, cs[i].facts, cs[i].n_facts, &cs[i].shown,
+                            &a->teacher_flaws, a->teacher_noise, rng, g, max_new_role[role]);
                 }
             }
             // 3. parse, apply, record

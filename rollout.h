@@ -77,8 +77,9 @@ typedef struct {
     float top_p;
     // both actors: context length and output room per role (prompt <= max_seq - max_new)
     int max_seq, max_new_extract, max_new_manage;
-    // teacher actor
+    // teacher actor: random noise and systematic flaws (all zero: the oracle)
     float teacher_noise;
+    TeacherFlaws teacher_flaws;
     // recording (NULL: nothing recorded)
     TurnBuffer *record;
 } Actor;

@@ -30,6 +30,7 @@
 #include "files.h"
 #include "grpo.h"
 #include "memory.h"
+#include "mistakes.h"
 #include "model.h"
 #include "rng.h"
 #include "rollout.h"
@@ -65,6 +66,7 @@ typedef struct {
     int sft_steps;
     float sft_lr, teacher_noise;
     int sft_batch;
+    int teacher_flaws;         // 1: the teacher's systematic flaws (env.h, TeacherFlaws)
     // RL
     Algo algo;
     int direct;                // no curriculum: all RL steps at the last horizon
@@ -82,6 +84,7 @@ typedef struct {
     int eval_sessions;         // 0: 8, 16 and 32 (those the data has)
     int test_episodes;
     int show_bank;             // --eval: print the first episode's final bank
+    int mistakes;              // --eval: per-session mistakes against the gold world
     int quiet;
     // resume (README "Outputs and resume")
     const char *resume_dir;    // continue the run saved in this directory
@@ -94,12 +97,14 @@ static void options_default(Options *o) {
     o->train_path = "data/train.json";
     o->val_path = "data/val.json";
     o->test_path = "data/test.json";
+    // 48 test episodes: 8 overstated one run's F1 gain about five-fold (issue 8)
     o->gen_train = 64, o->gen_val = 16, o->gen_test = 48, o->gen_sessions = 32;
     o->out_dir = "out";
     o->seed = 1;
     o->layers = 4, o->heads = 4, o->channels = 128, o->max_seq = 256, o->max_batch = 32;
     o->vocab_max = 4096;
-    o->sft_steps = 3000, o->sft_lr = 2e-3f, o->teacher_noise = 0.2f, o->sft_batch = 32;
+    o->sft_steps = 3000, o->sft_lr = 2e-3f, o->teacher_noise = 0.0f, o->sft_batch = 32;
+    o->teacher_flaws = 1;
     o->algo = ALGO_LOGO;
     o->stage_steps[0] = 16, o->stage_steps[1] = 8, o->stage_steps[2] = 4;
     o->horizons[0] = 8, o->horizons[1] = 16, o->horizons[2] = 32;
@@ -120,15 +125,19 @@ static void usage(FILE *f, const char *prog) {
 "usage: %s [options]              train (warm start + LoGo-GRPO curriculum) and evaluate\n"
 "       %s --eval POLICY -d FILE [--sessions H]\n"
 "\n"
-"With no flags: makes the synthetic data if absent (data/*.json), warm-starts on noisy teacher\n"
-"traces, runs the curriculum 8 -> 16 -> 32 sessions, evaluates on the test episodes and writes\n"
-"out/ (log.jsonl, vocab.txt, sft.bin, best_h*.bin, final.bin, eval.md, curve.png).\n"
+"With no flags: makes the synthetic data if absent (data/*.json), warm-starts on the flawed\n"
+"teacher's traces, runs the curriculum 8 -> 16 -> 32 sessions, evaluates on the test episodes\n"
+"and writes out/ (log.jsonl, vocab.txt, sft.bin, best_h*.bin, final.bin, eval.md, curve.png).\n"
 "\n"
 "evaluation:\n"
-"  --eval POLICY        none | store-turns | insert-only | oracle | CHECKPOINT.bin (greedy)\n"
+"  --eval POLICY        none | store-turns | insert-only | oracle | teacher (the warm start's\n"
+"                       flawed teacher) | CHECKPOINT.bin (greedy)\n"
 "  -d, --data FILE      LoCoMo-format episodes to evaluate (default %s)\n"
 "  --sessions H         horizon; default: 8, 16 and 32 (those the data has)\n"
 "  --show-bank          also print the first episode's bank after the last horizon\n"
+"  --mistakes           per-session mistakes against the gold world instead (oracle, teacher\n"
+"                       or a checkpoint): missed facts, wrong speaker, duplicate instead of\n"
+"                       update, missing end; sessions 1-8, 9-16, 17-32, 33-64\n"
 "data:\n"
 "  --train FILE, --val FILE, --test FILE   (defaults %s %s %s)\n"
 "  --seed S             one seed drives data, initialisation, sampling (default %llu)\n"
@@ -144,7 +153,8 @@ static void usage(FILE *f, const char *prog) {
 "warm start:\n"
 "  --sft-steps N        supervised steps on teacher traces (default %d)\n"
 "  --sft-lr X           (default %g)    --sft-batch B (default %d)\n"
-"  --teacher-noise X    share of teacher facts dropped / ops swapped (default %g)\n"
+"  --teacher-noise X    share of teacher facts dropped / ops swapped at random (default %g)\n"
+"  --teacher-flaws F    default | none: the teacher's systematic mistakes (default: default)\n"
 "reinforcement learning:\n"
 "  --algo A             logo | grpo (local branch off) | sft (stop after warm start) (logo)\n"
 "  --direct             no curriculum: all RL steps at the last horizon\n"
@@ -240,7 +250,7 @@ enum {
     OPT_NOISE, OPT_ALGO, OPT_DIRECT, OPT_STAGE_STEPS, OPT_LR, OPT_G, OPT_K, OPT_PLOCAL,
     OPT_OMEGA, OPT_REWARD, OPT_BKL, OPT_BENT, OPT_EPS, OPT_DUAL, OPT_EPOCHS, OPT_TPU,
     OPT_LAMBDA, OPT_RHO, OPT_ZERO_ADV, OPT_SELECT, OPT_EVAL_EVERY, OPT_VAL_EPISODES, OPT_TEST_EPISODES, OPT_INIT, OPT_SHOW_BANK,
-    OPT_RESUME, OPT_OVERWRITE, OPT_SAVE_EVERY,
+    OPT_RESUME, OPT_OVERWRITE, OPT_SAVE_EVERY, OPT_MISTAKES, OPT_FLAWS,
 };
 
 static int parse_options(int argc, char **argv, Options *o) {
@@ -289,6 +299,8 @@ static int parse_options(int argc, char **argv, Options *o) {
         {"resume", required_argument, 0, OPT_RESUME},
         {"overwrite", no_argument, 0, OPT_OVERWRITE},
         {"save-every", required_argument, 0, OPT_SAVE_EVERY},
+        {"mistakes", no_argument, 0, OPT_MISTAKES},
+        {"teacher-flaws", required_argument, 0, OPT_FLAWS},
         {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
@@ -373,6 +385,15 @@ static int parse_options(int argc, char **argv, Options *o) {
         case OPT_RESUME: o->resume_dir = optarg; break;
         case OPT_OVERWRITE: o->overwrite = 1; break;
         case OPT_SAVE_EVERY: rc = parse_int("--save-every", optarg, 1, 1000000, &o->save_every); break;
+        case OPT_MISTAKES: o->mistakes = 1; break;
+        case OPT_FLAWS:
+            if (!strcmp(optarg, "default")) o->teacher_flaws = 1;
+            else if (!strcmp(optarg, "none")) o->teacher_flaws = 0;
+            else {
+                fprintf(stderr, "error: --teacher-flaws wants default or none, got '%s'\n", optarg);
+                rc = -1;
+            }
+            break;
         case 'q': o->quiet = 1; break;
         case 'h': usage(stdout, argv[0]); exit(0);
         default: rc = -1; break;  // getopt printed the reason
@@ -732,8 +753,9 @@ static void restore_run_state(Trainer *tr) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Warm start: supervised training on the teacher's noisy traces (both roles, loss on output
-// tokens only). The traces come from the teacher acting through the same rollout path.
+// Warm start: supervised training on the flawed teacher's traces (env.h, TeacherFlaws; both
+// roles, loss on output tokens only). The traces come from the teacher acting through the same
+// rollout path.
 
 static float lr_schedule(float base, int step, int steps) {
     int warmup = steps / 10 + 1;
@@ -757,10 +779,12 @@ static int sft_train(Trainer *tr) {
     Actor teacher = model_actor(tr, NULL, 0, &tb);
     teacher.kind = ACTOR_TEACHER;
     teacher.teacher_noise = o->teacher_noise;
+    if (o->teacher_flaws) teacher.teacher_flaws = teacher_flaws_default();
     if (rollout_run(&tr->env, lanes, n, &teacher, &tr->rng, NULL) != 0) goto done;
     int n_turns = turns_count(&tb);
-    printf("warm start: %d teacher turns from %d episodes (noise %.2f), %d steps of %d\n",
-           n_turns, n, o->teacher_noise, o->sft_steps, o->sft_batch);
+    printf("warm start: %d teacher turns from %d episodes (noise %.2f, flaws %s), %d steps of "
+           "%d\n", n_turns, n, o->teacher_noise, o->teacher_flaws ? "default" : "none",
+           o->sft_steps, o->sft_batch);
     if (n_turns == 0) {
         fprintf(stderr, "error: the teacher produced no turns: is the training data empty?\n");
         goto done;
@@ -1431,6 +1455,54 @@ static Model *create_model(const ModelConfig *cfg, int maxB, uint64_t seed) {
     return BACKEND->create(cfg, maxB, seed);
 }
 
+// --eval POLICY --mistakes: one greedy (or teacher) pass with every role output recorded and a
+// snapshot after every session, then the mistakes of each session (mistakes.h), summed over
+// episodes in buckets of sessions 1-8, 9-16, 17-32, 33-64 and over all sessions.
+static int report_mistakes(Trainer *tr, const Dataset *ds, int hmax, const Actor *actor,
+                           const char *name) {
+    int n = ds->n, rc = -1, made = 0;
+    Lane *lanes = calloc((size_t)(n ? n : 1), sizeof *lanes);
+    TurnBuffer tb = {0};
+    MemoryBank bank = {0};
+    if (!lanes || memory_init(&bank, tr->env.cfg.bank_cap, tr->env.cfg.slot_len) != 0) goto done;
+    for (int e = 0; e < n; e++, made++)
+        if (lane_init(&lanes[e], &tr->env, &ds->episodes[e], 1,
+                      min_int(hmax, ds->episodes[e].n_sessions), 1) != 0)
+            goto done;
+    Actor a = *actor;
+    a.record = &tb;
+    Rng rng;
+    rng_seed(&rng, tr->opt.seed ^ 0x3157ULL);  // greedy and the teacher draw nothing; fixed
+    if (rollout_run(&tr->env, lanes, n, &a, &rng, NULL) != 0) goto done;
+    enum { NB = 4 };
+    static const int lo[NB] = {1, 9, 17, 33}, hi[NB] = {8, 16, 32, 64};
+    MistakeCounts bucket[NB] = {{0}}, all = {0};
+    int last = 0;
+    for (int e = 0; e < n; e++) {
+        const Lane *l = &lanes[e];
+        for (int s = 1; s <= l->last_session; s++) {
+            MistakeCounts m = {0};
+            memory_restore(&bank, lane_snapshot(l, s));
+            if (mistakes_add_session(&tr->env, l->ep, s, &tb, e, &bank, &m) != 0) goto done;
+            for (int b = 0; b < NB; b++)
+                if (s >= lo[b] && s <= hi[b]) mistakes_sum(&bucket[b], &m);
+            mistakes_sum(&all, &m);
+            last = s > last ? s : last;
+        }
+    }
+    for (int b = 0; b < NB; b++)
+        if (lo[b] <= last) mistakes_print(&bucket[b], name, lo[b], min_int(hi[b], last), stdout);
+    mistakes_print(&all, name, 1, last, stdout);
+    rc = 0;
+done:
+    if (rc != 0) fprintf(stderr, "error: --mistakes: out of memory or the model failed\n");
+    for (int e = 0; e < made; e++) lane_free(&lanes[e]);
+    free(lanes);
+    turns_free(&tb);
+    memory_free(&bank);
+    return rc;
+}
+
 static int run_eval(const Options *o) {
     const char *path = o->eval_data ? o->eval_data : o->test_path;
     Dataset ds = {0};
@@ -1449,6 +1521,17 @@ static int run_eval(const Options *o) {
         tr.vocab = vocab_build(&ds, o->vocab_max);
         if (!tr.vocab) goto done;
         tr.env.vocab = tr.vocab;
+        if (o->mistakes) {
+            if (bp != POLICY_ORACLE && bp != POLICY_TEACHER) {
+                fprintf(stderr, "error: --mistakes wants oracle, teacher or a checkpoint\n");
+                goto done;
+            }
+            Actor a = model_actor(&tr, NULL, 0, NULL);
+            a.kind = ACTOR_TEACHER;
+            if (bp == POLICY_TEACHER) a.teacher_flaws = teacher_flaws_default();
+            rc = report_mistakes(&tr, &ds, hs[nh - 1], &a, o->eval_policy) == 0 ? 0 : 1;
+            goto done;
+        }
         for (int h = 0; h < nh; h++) {
             if (eval_baseline(&tr.env, &ds, bp, hs[h], &res[h]) != 0) goto done;
             eval_print(&res[h], o->eval_policy, stdout);
@@ -1483,6 +1566,11 @@ static int run_eval(const Options *o) {
     }
     BACKEND->set_params(tr.model, params);
     free(params);
+    if (o->mistakes) {
+        Actor a = model_actor(&tr, tr.model, 0.0f, NULL);  // greedy
+        rc = report_mistakes(&tr, &ds, hs[nh - 1], &a, o->eval_policy) == 0 ? 0 : 1;
+        goto done;
+    }
     if (eval_model(&tr, tr.model, &ds, ds.n, hs, nh, res, NULL) != 0) goto done;
     for (int h = 0; h < nh; h++) eval_print(&res[h], o->eval_policy, stdout);
     rc = 0;

@@ -14,8 +14,8 @@
 // touched in this session, said in the first person by its owner or in the third person about a
 // friend:
 //   introduce  the key has no value (never set, or ended)          -> SET fact
-//   change     with probability --event-rate, 30% of them an end   -> CHANGE fact
-//   end        ("i sold my toyota")                                -> END fact
+//   change     with probability --event-rate, --end-share of them  -> CHANGE fact
+//   end        an end where the attribute can end ("i sold my toyota") -> END fact
 //   restate    otherwise: said plainly or as a hint amid chit-chat -> SET fact of the same value
 // Each event has several phrasings (first and third person); its gold fact is the CANONICAL text
 // of data/grammar.h. A key is touched at most once per session, so facts of one chunk never
@@ -25,12 +25,14 @@
 //   sample.memr2_facts.session_N = [{dia_id, fact, key "person|attr", ends 0|1, event}]
 //   qa[i].memr2_type             = current | ended | previous | two-hop
 //
-// Questions are asked about the FINAL state of each key, so every question's answer holds from
-// its last evidence session to the end of the episode: evaluating the first H sessions with the
-// questions whose evidence lies in sessions <= H is always consistent. With --all-states every
-// earlier state is asked about too, each question carrying "memr2_valid_until" (the last session
-// its answer holds); readers must then select questions with question_active() (env.h), which
-// gives local rewards after early sessions many more questions. Categories follow the
+// Questions are about the state AT THE HORIZON, as in LoCoMo: every state of every key gets its
+// questions, each carrying "memr2_valid_until" (the last session its answer holds), so a reader
+// that stops after H sessions asks exactly about the states that hold at H (question_active() in
+// env.h: last_session <= H <= valid_until). Such a question stays true from the session of its
+// evidence to the horizon: it is answerable right after that session, and a local re-run of
+// session t changes the rewards of the questions with evidence in t. --final-only writes the
+// older world (only each key's state at the last session, no valid_until), in which few
+// questions are answerable after early sessions. Categories follow the
 // real LoCoMo numbering (1 multi-hop, 2 temporal, 3 open-domain, 4 single-hop, 5 adversarial):
 //   current value (answer the value)          category 4 (single-hop), evidence: the setting turn
 //   ended value   (answer "none")             category 4 (single-hop), evidence: the ending turn
@@ -169,8 +171,8 @@ static const int MONTH_DAYS[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 3
 typedef struct {
     uint64_t seed;
     int episodes, sessions, people, turns;
-    double event_rate, distractor_share;
-    int all_states;
+    double event_rate, end_share, distractor_share;
+    int all_states;  // 1 (default): questions about every state; 0 (--final-only): the last
     const char *out;
 } GenOpts;
 
@@ -185,10 +187,16 @@ static void usage(FILE *f) {
             "(default 2)\n"
             "  --turns T             turns per session, 1..999 (default 8)\n"
             "  --event-rate R        probability that a turn about a key that has a value\n"
-            "                        changes or ends it instead of restating it (default 0.35)\n"
+            "                        changes or ends it instead of restating it (default 0.6)\n"
+            "  --end-share E         share of those events that end the value, where the\n"
+            "                        attribute can end (default 0.35)\n"
             "  --distractor-share D  share of chit-chat turns without a fact (default 0.5)\n"
-            "  --all-states          also ask about earlier states of each key; such questions\n"
-            "                        carry memr2_valid_until (see question_active in env.h)\n"
+            "  --all-states          (the default) ask about every state of each key, each\n"
+            "                        question carrying memr2_valid_until, the last session its\n"
+            "                        answer holds: a reader at horizon H asks about the state at\n"
+            "                        H (question_active in env.h)\n"
+            "  --final-only          ask only about each key's state at the last session, with\n"
+            "                        no memr2_valid_until (the world before 2026-12-02)\n"
             "  -o, --output FILE     output file (default: standard output)\n"
             "  -h, --help            this text\n");
 }
@@ -392,7 +400,7 @@ static cJSON *gen_episode(const GenOpts *o, int index, Rng *r) {
                     ev = EV_INTRO;
                     st.v = rand_value_except(r, -1);
                 } else if (rng_double(r) < o->event_rate) {
-                    if (A->can_end && rng_double(r) < 0.3) {
+                    if (A->can_end && rng_double(r) < o->end_share) {
                         ev = EV_END;
                         st.type = GR_END, st.o = cur;
                     } else {
@@ -443,8 +451,8 @@ static cJSON *gen_episode(const GenOpts *o, int index, Rng *r) {
         }
     }
 
-    // Questions about the final state of every key (--all-states: about every state, each
-    // valid from the session that set it to the last session before the key changed again).
+    // Questions about every state of every key, each valid from the session that set it to the
+    // last session before the key changed again (--final-only: the last state only).
     int S = o->sessions;
     for (int p = 0; p < P; p++) {
         const char *pname = GR_NAMES[names[p]];
@@ -518,9 +526,10 @@ done:
 
 int main(int argc, char **argv) {
     GenOpts o = {.seed = 1, .episodes = 10, .sessions = 32, .people = 2, .turns = 8,
-                 .event_rate = 0.35, .distractor_share = 0.5, .all_states = 0, .out = NULL};
+                 .event_rate = 0.6, .end_share = 0.35, .distractor_share = 0.5, .all_states = 1,
+                 .out = NULL};
     enum { OPT_SEED = 256, OPT_EPISODES, OPT_SESSIONS, OPT_PEOPLE, OPT_TURNS, OPT_EVENT, OPT_DISTR,
-           OPT_ALL };
+           OPT_ALL, OPT_FINAL, OPT_END };
     static const struct option longopts[] = {
         {"seed", required_argument, 0, OPT_SEED},
         {"episodes", required_argument, 0, OPT_EPISODES},
@@ -529,7 +538,9 @@ int main(int argc, char **argv) {
         {"turns", required_argument, 0, OPT_TURNS},
         {"event-rate", required_argument, 0, OPT_EVENT},
         {"distractor-share", required_argument, 0, OPT_DISTR},
+        {"end-share", required_argument, 0, OPT_END},
         {"all-states", no_argument, 0, OPT_ALL},
+        {"final-only", no_argument, 0, OPT_FINAL},
         {"output", required_argument, 0, 'o'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
@@ -554,7 +565,9 @@ int main(int argc, char **argv) {
         case OPT_TURNS: rc = parse_long("--turns", optarg, 1, 999, &v); o.turns = (int)v; break;
         case OPT_EVENT: rc = parse_prob("--event-rate", optarg, &o.event_rate); break;
         case OPT_DISTR: rc = parse_prob("--distractor-share", optarg, &o.distractor_share); break;
+        case OPT_END: rc = parse_prob("--end-share", optarg, &o.end_share); break;
         case OPT_ALL: o.all_states = 1; break;
+        case OPT_FINAL: o.all_states = 0; break;
         case 'o': o.out = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;

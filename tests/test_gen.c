@@ -7,11 +7,16 @@
 //                 sessions, turns, dia_ids, alternating speakers, dates, questions with answers,
 //                 categories and evidence that names turns carrying a gold fact, keyed gold facts
 //   world         closed vocabulary (a few hundred words), short turns, a 64-session horizon
+//   horizon       replaying the gold facts gives the true state after every session H; the
+//                 questions active at H are exactly those about that state, and every answer is
+//                 the true one (current, ended, previous and two-hop); changes and ends are
+//                 as frequent as --event-rate and --end-share ask
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "data/grammar.h"
 #include "env.h"
 #include "tests/check.h"
 
@@ -56,6 +61,159 @@ static int count_words(const char *s) {
     return n;
 }
 
+
+// ---- the true state at every horizon, replayed from the gold facts alone
+enum { MAXP = GR_N_NAMES };
+typedef struct {
+    int value[MAXP][GR_N_ATTRS];  // current value index, -1: none (never set or ended)
+    int prev[MAXP][GR_N_ATTRS];   // value before the last CHANGE, -1 if the state is not one
+    int set[MAXP][GR_N_ATTRS];    // 1 once the key has had any state
+} World;
+
+static int name_index(const char *w) {
+    for (int i = 0; i < GR_N_NAMES; i++)
+        if (strcmp(GR_NAMES[i], w) == 0) return i;
+    return -1;
+}
+static int value_index(int attr, const char *w) {
+    for (int i = 0; i < GR_N_VALUES; i++)
+        if (strcmp(GR_ATTRS[attr].values[i], w) == 0) return i;
+    return -1;
+}
+
+// Split a canonical fact into words (at most 16 of up to 31 chars).
+static int split_words(const char *s, char w[16][32]) {
+    int n = 0;
+    while (*s && n < 16) {
+        while (*s == ' ') s++;
+        int k = 0;
+        while (*s && *s != ' ' && k < 31) w[n][k++] = *s++;
+        while (*s && *s != ' ') s++;
+        w[n][k] = 0;
+        if (k) n++;
+    }
+    return n;
+}
+
+// Apply one gold fact (data/grammar.h forms) to the world. Returns the event kind seen:
+// 0 intro, 1 restate, 2 change, 3 end, -1 unparsable.
+static int world_apply(World *W, const GoldFact *G) {
+    char w[16][32];
+    int n = split_words(G->text, w);
+    const char *bar = G->key ? strchr(G->key, '|') : NULL;
+    if (n < 3 || !bar) return -1;
+    int p = name_index(w[0]), a = -1;
+    for (int i = 0; i < GR_N_ATTRS; i++)
+        if (strcmp(bar + 1, GR_ATTRS[i].name) == 0) a = i;
+    if (p < 0 || a < 0) return -1;
+    int *v = &W->value[p][a], *pv = &W->prev[p][a], had = W->set[p][a] && *v >= 0;
+    W->set[p][a] = 1;
+    if (G->ends) {  // "<p> no longer <phrase> <o>"
+        if (!had || value_index(a, w[n - 1]) != *v) return -1;
+        *v = -1, *pv = -1;
+        return 3;
+    }
+    if (strcmp(w[1], "now") == 0) {  // "<p> now <phrase> <v> , previously <o>"
+        if (n < 5 || strcmp(w[n - 2], "previously") != 0) return -1;
+        int nv = value_index(a, w[n - 4]), o = value_index(a, w[n - 1]);
+        if (nv < 0 || o < 0 || !had || o != *v) return -1;
+        *pv = o, *v = nv;
+        return 2;
+    }
+    int nv = value_index(a, w[n - 1]);  // "<p> <phrase> <v>": an intro or a restatement
+    if (nv < 0 || (had && nv != *v)) return -1;
+    if (had) return 1;
+    *v = nv, *pv = -1;
+    return 0;
+}
+
+// The true answer of question q in world W, "" if the question is not one of the grammar's.
+static void true_answer(const World *W, const char *q, char *out, size_t n) {
+    char buf[256], desc[128];
+    out[0] = 0;
+    for (int p = 0; p < GR_N_NAMES; p++)
+        for (int a = 0; a < GR_N_ATTRS; a++) {
+            const GrAttr *A = &GR_ATTRS[a];
+            gr_fill(buf, sizeof buf, A->q_cur, GR_NAMES[p], NULL, NULL);
+            if (strcmp(buf, q) == 0) {
+                snprintf(out, n, "%s", W->value[p][a] >= 0 ? A->values[W->value[p][a]] : "none");
+                return;
+            }
+            if (W->value[p][a] >= 0 && W->prev[p][a] >= 0) {
+                gr_fill(buf, sizeof buf, A->q_prev, GR_NAMES[p], A->values[W->value[p][a]], NULL);
+                if (strcmp(buf, q) == 0) {
+                    snprintf(out, n, "%s", A->values[W->prev[p][a]]);
+                    return;
+                }
+            }
+        }
+    // two-hop: the attribute t of the only person holding bridge value v of attribute b
+    for (int b = 0; b < GR_N_ATTRS; b++) {
+        if (!GR_ATTRS[b].desc) continue;
+        for (int v = 0; v < GR_N_VALUES; v++)
+            for (int t = 0; t < GR_N_ATTRS; t++) {
+                gr_fill(desc, sizeof desc, GR_ATTRS[b].desc, NULL, GR_ATTRS[b].values[v], NULL);
+                gr_fill(buf, sizeof buf, GR_ATTRS[t].q_cur, desc, NULL, NULL);
+                if (strcmp(buf, q) != 0) continue;
+                int holder = -1, holders = 0;
+                for (int p = 0; p < GR_N_NAMES; p++)
+                    if (W->value[p][b] == v) holder = p, holders++;
+                if (holders == 1 && W->value[holder][t] >= 0)
+                    snprintf(out, n, "%s", GR_ATTRS[t].values[W->value[holder][t]]);
+                return;
+            }
+    }
+}
+
+// Every question active after H sessions has the true answer at H; every key with a state at H
+// is asked about; the event mix follows the flags. counts: intro, restate, change, end.
+static void check_horizons(const Dataset *ds, long counts[4]) {
+    int wrong = 0, unparsed = 0, bad_facts = 0, unasked = 0, asked = 0;
+    char ans[64], buf[256];
+    for (int e = 0; e < ds->n; e++) {
+        const Episode *E = &ds->episodes[e];
+        World W;
+        memset(&W, 0, sizeof W);
+        for (int p = 0; p < MAXP; p++)
+            for (int a = 0; a < GR_N_ATTRS; a++) W.value[p][a] = W.prev[p][a] = -1;
+        for (int s = 1; s <= E->n_sessions; s++) {
+            for (int g = 0; E->gold && g < E->n_gold[s - 1]; g++) {
+                int k = world_apply(&W, &E->gold[s - 1][g]);
+                if (k < 0) bad_facts++;
+                else counts[k]++;
+            }
+            for (int q = 0; q < E->n_qa; q++) {
+                const Question *Q = &E->qa[q];
+                true_answer(&W, Q->question, ans, sizeof ans);
+                if (!question_active(Q, s)) continue;
+                asked++;
+                if (!ans[0]) unparsed++;
+                else if (strcmp(ans, Q->answer) != 0) wrong++;
+            }
+            // completeness: every key that has had a state is asked about at s
+            for (int p = 0; p < GR_N_NAMES; p++)
+                for (int a = 0; a < GR_N_ATTRS; a++) {
+                    if (!W.set[p][a]) continue;
+                    gr_fill(buf, sizeof buf, GR_ATTRS[a].q_cur, GR_NAMES[p], NULL, NULL);
+                    int found = 0;
+                    for (int q = 0; q < E->n_qa && !found; q++)
+                        found = question_active(&E->qa[q], s) && !strcmp(E->qa[q].question, buf);
+                    unasked += !found;
+                }
+        }
+    }
+    printf("horizons: %d question-horizon pairs checked against the replayed world, %d wrong, "
+           "%d not understood, %d keys not asked about; events intro %ld restate %ld change %ld "
+           "end %ld\n", asked, wrong, unparsed, unasked, counts[0], counts[1], counts[2],
+           counts[3]);
+    CHECK(bad_facts == 0, "%d gold facts do not follow the grammar or the world's history",
+          bad_facts);
+    CHECK(asked > 0 && wrong == 0 && unparsed == 0,
+          "%d of %d active questions are not the true state at the horizon (%d not understood)",
+          wrong, asked, unparsed);
+    CHECK(unasked == 0, "%d (key, horizon) pairs with a state but no question about it", unasked);
+}
+
 int main(void) {
     char dir[] = "/tmp/memr2_test_gen_XXXXXX";
     if (!mkdtemp(dir)) {
@@ -86,8 +244,9 @@ int main(void) {
     size_t hn = 0;
     char *help = slurp(h, &hn);
     const char *names[] = {"--seed", "--episodes", "--sessions", "--people", "--turns",
-                           "--event-rate", "--distractor-share", "--all-states", "--output"};
-    for (int i = 0; i < 9; i++)
+                           "--event-rate", "--distractor-share", "--all-states", "--output",
+                           "--end-share", "--final-only"};
+    for (int i = 0; i < 11; i++)
         CHECK(help && hn && strstr(help, names[i]), "--help does not mention %s", names[i]);
     free(help);
     snprintf(cmd, sizeof cmd, "%s --sessions 0 -o %s/x.json 2>/dev/null", gen_path(), dir);
@@ -137,7 +296,8 @@ int main(void) {
                 const Question *Q = &E->qa[q];
                 n_q++;
                 cats[Q->category & 7]++;
-                bad_q += Q->valid_until != QUESTION_FOREVER;  // no --all-states: all to the end
+                // questions about the state at the horizon: each has its window
+                bad_q += Q->valid_until < Q->last_session || Q->valid_until > E->n_sessions;
                 bad_q += !Q->answer[0] || Q->n_evidence < 1 || Q->last_session < 1 ||
                          Q->last_session > E->n_sessions ||
                          (Q->category != 1 && Q->category != 2 && Q->category != 4);
@@ -167,10 +327,10 @@ int main(void) {
         dataset_free(&ds);
     }
 
-    // ---- --all-states: every question has a window [last_session, valid_until]
-    CHECK(run("--seed 7 --episodes 2 --sessions 12 --all-states", c) == 0, "--all-states failed");
+    // ---- windows: active exactly from the evidence session to valid_until
+    CHECK(run("--seed 7 --episodes 2 --sessions 12", c) == 0, "--sessions 12 failed");
     rc = dataset_load(c, &ds, err, sizeof err);
-    CHECK(rc == 0, "--all-states: %s", err);
+    CHECK(rc == 0, "windows: %s", err);
     if (rc == 0) {
         int bad = 0, windows = 0;
         for (int e = 0; e < ds.n; e++)
@@ -182,8 +342,57 @@ int main(void) {
                        question_active(Q, Q->last_session - 1) != 0 ||
                        question_active(Q, Q->valid_until + 1) != 0;
             }
-        CHECK(bad == 0 && windows > 0, "--all-states: %d bad windows, %d early ends", bad, windows);
+        CHECK(bad == 0 && windows > 0, "windows: %d bad windows, %d early ends", bad, windows);
         dataset_free(&ds);
+    }
+    // --all-states is the default (kept as a flag for old scripts): the same bytes
+    CHECK(run("--seed 7 --episodes 2 --sessions 12 --all-states", d) == 0, "--all-states failed");
+    CHECK(same_file(c, d), "--all-states changed the default output");
+
+    // ---- --final-only: the old world, questions about the last state only, no windows
+    CHECK(run("--seed 7 --episodes 2 --sessions 12 --final-only", d) == 0, "--final-only failed");
+    rc = dataset_load(d, &ds, err, sizeof err);
+    CHECK(rc == 0, "--final-only: %s", err);
+    if (rc == 0) {
+        int bad = 0;
+        for (int e = 0; e < ds.n; e++)
+            for (int q = 0; q < ds.episodes[e].n_qa; q++)
+                bad += ds.episodes[e].qa[q].valid_until != QUESTION_FOREVER;
+        CHECK(bad == 0, "--final-only: %d questions with a window", bad);
+        dataset_free(&ds);
+    }
+
+    // ---- the state at every horizon, and the event mix of the default flags
+    CHECK(run("--seed 5 --episodes 8 --sessions 32", d) == 0, "--seed 5 failed");
+    rc = dataset_load(d, &ds, err, sizeof err);
+    CHECK(rc == 0, "horizons: %s", err);
+    if (rc == 0) {
+        long ev[4] = {0};
+        check_horizons(&ds, ev);
+        // Defaults: a turn about a key with a value changes or ends it with probability 0.6,
+        // and 35% of those are ends where the attribute can end (6 of 7 attributes): expect
+        // (change + end) / (restate + change + end) near 0.6 and end / (change + end) near 0.3.
+        double moved = (double)(ev[2] + ev[3]) / (double)(ev[1] + ev[2] + ev[3] + 1e-9);
+        double ends = (double)ev[3] / (double)(ev[2] + ev[3] + 1e-9);
+        printf("event mix: (change+end)/(events on set keys) %.3f, end/(change+end) %.3f\n",
+               moved, ends);
+        CHECK(moved > 0.52 && moved < 0.68, "changes and ends: share %.3f, want ~0.6", moved);
+        CHECK(ends > 0.22 && ends < 0.38, "ends: share %.3f of changes, want ~0.3", ends);
+        CHECK(ev[2] > ev[1] / 2 && ev[3] > 0, "too few changes (%ld) or ends (%ld)", ev[2], ev[3]);
+        dataset_free(&ds);
+        long ev2[4] = {0};
+        CHECK(run("--seed 5 --episodes 8 --sessions 32 --event-rate 0.2 --end-share 0.9", d) == 0,
+              "--event-rate 0.2 failed");
+        if (dataset_load(d, &ds, err, sizeof err) == 0) {
+            check_horizons(&ds, ev2);
+            double m2 = (double)(ev2[2] + ev2[3]) / (double)(ev2[1] + ev2[2] + ev2[3] + 1e-9);
+            double e2 = (double)ev2[3] / (double)(ev2[2] + ev2[3] + 1e-9);
+            CHECK(m2 > 0.14 && m2 < 0.26 && e2 > 0.65, "--event-rate 0.2 --end-share 0.9 gave "
+                  "shares %.3f and %.3f", m2, e2);
+            dataset_free(&ds);
+        } else {
+            CHECK(0, "--event-rate 0.2: %s", err);
+        }
     }
 
     // ---- a long horizon: 64 sessions
