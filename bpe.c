@@ -11,6 +11,7 @@
 // Build: cc -c bpe.c; link with -lpcre2-8.
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "bpe.h"
+#include "bpe_unicode.h"
 
 #include <errno.h>
 #include <pcre2.h>
@@ -26,21 +27,31 @@
 #define MAX_SYSTEM_BYTES (1u << 16)
 #define MAX_STAGES 2
 
-// The split patterns of the Hugging Face tokenizer.json files these names come from.
-#define RE_GPT2 "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+"
-#define RE_LLAMA3                                                                       \
-    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}|"           \
-    " ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
-#define RE_QWEN2                                                                        \
-    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}|"                \
-    " ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
+// The split patterns of the Hugging Face tokenizer.json files these names come from, with \s,
+// \p{L}, \p{N} spelled out as the code points HF matches (bpe_unicode.h says why):
+//   GPT-2:  's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+//   Llama-3 (Qwen2: \p{N} instead of \p{N}{1,3}):
+//     (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|
+//     \s*[\r\n]+|\s+(?!\S)|\s+
+#define S_ "[" BPE_UC_SPACE "]"
+#define L_ "[" BPE_UC_LETTER "]"
+#define N_ "[" BPE_UC_NUMBER "]"
+#define NOT_SLN "[^" BPE_UC_SPACE BPE_UC_LETTER BPE_UC_NUMBER "]"
+#define NOT_CRLF_LN "[^\\r\\n" BPE_UC_LETTER BPE_UC_NUMBER "]"
+#define SPACE_TAIL S_ "+(?!" "[^" BPE_UC_SPACE "])|" S_ "+"
+#define RE_GPT2 "'s|'t|'re|'ve|'m|'ll|'d| ?" L_ "+| ?" N_ "+| ?" NOT_SLN "+|" SPACE_TAIL
+#define RE_LLAMA3_LIKE(num)                                                                  \
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|" NOT_CRLF_LN "?" L_ "+|" num "| ?" NOT_SLN "+[\\r\\n]*|" S_ \
+    "*[\\r\\n]+|" SPACE_TAIL
+#define RE_LLAMA3 RE_LLAMA3_LIKE(N_ "{1,3}")
+#define RE_QWEN2 RE_LLAMA3_LIKE(N_)
 
 static const struct {
     const char *name;
     int n;
     const char *stages[MAX_STAGES];
 } PRE_KINDS[] = {
-    {"smollm", 2, {"\\p{N}", RE_GPT2}},  // HF: Sequence[Digits(individual), ByteLevel]
+    {"smollm", 2, {"[" BPE_UC_DIGIT "]", RE_GPT2}},  // HF: Sequence[Digits, ByteLevel]
     {"gpt2", 1, {RE_GPT2, NULL}},
     {"llama-bpe", 1, {RE_LLAMA3, NULL}},
     {"qwen2", 1, {RE_QWEN2, NULL}},

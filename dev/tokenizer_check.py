@@ -40,7 +40,9 @@ FIXED = [
     "한국어 텍스트", "مرحبا بالعالم", "שלום עולם", "नमस्ते दुनिया", "ภาษาไทย",
     "emoji 😀😃😄 👍🏽 👨‍👩‍👧‍👦 🇫🇷🇯🇵 ❤️ ✨🚀", "🤖🤖🤖 robots", "math ∑∫√∞ ≤≥≠ ½¾ ²³ ①②",
     "no\u00a0break\u2009thin\u3000ideographic\u200bzero\u2028line\u2029para\u0085nel",
-    "\u00a0\u00a0 nbsp run", "mixed\u00a0 \u00a0spaces", "code: if (x == 1) { return y[i] * 2; }",
+    "\u00a0\u00a0 nbsp run", "new in Unicode 16: \U00011de0\U00011de1 \U000105c0\U000105c1 \U00010d40 "
+    "\U00016ff4", "'\u017f 'ſ IT'S it'ſ", "tab\tthen\u000bvt\u000cff\u001cfs", "odd spaces:\x0b\x0c\x1c\x1d\x1e\x1f\u1680\u180e\u2000\u200a\u2060"
+    "\ufeff\u202f\u205f\u00ad|", "a\x0bb \x0c c\x1c d\u180e e\ufeff f\u202f g", "mixed\u00a0 \u00a0spaces", "code: if (x == 1) { return y[i] * 2; }",
     "def f(a, b):\n    return a ** b  # power\n", "<html><body class=\"x\">&amp;</body></html>",
     "https://example.com/path?q=1&r=two#frag", "user@example.org", "$100.00 €50 £30 ¥2000",
     "!!! ??? ... --- *** ___ ~~~", "(parenthesised) [bracketed] {braced}",
@@ -58,8 +60,16 @@ PIECES = (["the", "The", "THE", "memory", "agent", "Caroline", "Melanie", "run",
            "'s", "'t", "'re", "'ve", "'m", "'ll", "'d", "'S", "'LL", "'Re", "0", "7", "42", "2024",
            "3.5", ",", ".", "!", "?", ":", ";", "-", "(", ")", "\"", "'", "`", "#", "@", "%", "&",
            "<", ">", "|", "/", "\\", " ", " ", "  ", "   ", "\t", "\n", "\n\n", "\r\n", " \n",
-           "\u00a0", "\u3000", "\u2009", "<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|im_",
+           "\u00a0", "\u3000", "\u2009", "\x0b", "\x0c", "\x1c", "\u180e", "\ufeff", "\u202f",
+           "\u1680", "\u200b", "\u0085", "\u2028", "<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|im_",
            "|>", "\x04", "\x7f"])
+
+
+def random_char(rng):
+    """Any code point (not a surrogate): classes where PCRE2 and HF's Unicode tables differ."""
+    top = rng.choice([0x80, 0x800, 0x10000, 0x30000, 0x110000])
+    c = rng.randrange(top)
+    return chr(c) if not 0xD800 <= c < 0xE000 else "?"
 
 
 def corpus(n, seed):
@@ -67,7 +77,8 @@ def corpus(n, seed):
     out = list(FIXED)
     for _ in range(n):
         k = rng.randint(1, 24)
-        out.append("".join(rng.choice(PIECES) for _ in range(k)))
+        out.append("".join(rng.choice(PIECES) if rng.random() < 0.85 else random_char(rng)
+                           for _ in range(k)))
     return out
 
 
