@@ -404,13 +404,17 @@ static int compile_pre(Bpe *t, const char *path, char *err, size_t errlen) {
     return 0;
 }
 
-Bpe *bpe_load(const char *path, char *err, size_t errlen) {
+// Takes ownership of file (malloc'd, len bytes); path names it in messages.
+static Bpe *load_owned(unsigned char *file, size_t len, const char *path, char *err,
+                       size_t errlen) {
     Bpe *t = calloc(1, sizeof *t);
     if (!t) {
+        free(file);
         set_err(err, errlen, "%s: out of memory", path);
         return NULL;
     }
-    if (!(t->file = read_file(path, &t->file_len, err, errlen))) goto fail;
+    t->file = file;
+    t->file_len = len;
     t->hash = fnv1a64(t->file, t->file_len);
     Reader r = {t->file, t->file_len, path, err, errlen};
     if (parse_header(t, &r) || parse_vocab(t, &r) || parse_merges(t, &r) ||
@@ -421,6 +425,22 @@ Bpe *bpe_load(const char *path, char *err, size_t errlen) {
 fail:
     bpe_free(t);
     return NULL;
+}
+
+Bpe *bpe_load(const char *path, char *err, size_t errlen) {
+    size_t len;
+    unsigned char *file = read_file(path, &len, err, errlen);
+    return file ? load_owned(file, len, path, err, errlen) : NULL;
+}
+
+Bpe *bpe_load_mem(const void *data, size_t len, const char *name, char *err, size_t errlen) {
+    unsigned char *copy = malloc(len ? len : 1);
+    if (!copy) {
+        set_err(err, errlen, "%s: out of memory for %zu bytes", name, len);
+        return NULL;
+    }
+    if (len) memcpy(copy, data, len);
+    return load_owned(copy, len, name, err, errlen);
 }
 
 void bpe_free(Bpe *t) {

@@ -54,6 +54,9 @@ typedef struct {
 
 // Loads a .tok file. NULL on any error, with a message naming the file and what was wrong in err.
 Bpe *bpe_load(const char *path, char *err, size_t errlen);
+// The same from bytes in memory (e.g. a tokenizer stored inside a checkpoint); name is what
+// messages call it. The bytes are copied.
+Bpe *bpe_load_mem(const void *data, size_t len, const char *name, char *err, size_t errlen);
 void bpe_free(Bpe *t);
 
 int bpe_vocab_size(const Bpe *t);
