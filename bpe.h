@@ -10,14 +10,15 @@
 //            the first message is not one, then "<|im_start|>assistant\n"
 //
 // Tokenizer files (.tok) are written by dev/tokenizer_export.py from a GGUF (SmolLM2) or a
-// Hugging Face tokenizer.json; see README "Tokenizer". Build: link bpe.o with -lpcre2-8.
+// Hugging Face tokenizer.json; see README "Tokenizer". Build: link bpe.o with -lpcre2-8
+// -lunistring.
 //
 // File format, version 1, all integers little-endian uint32:
 //   magic "memr2tok" (8 bytes), version (=1)
 //   n_vocab, n_merges, n_special, flags (bit 0: ignore_merges, a piece that is itself a vocabulary
 //                                        entry is emitted whole, as Llama-3 does;
-//                                        bit 1: the source normalises text to NFC first, which
-//                                        memr2 does not: callers must pass NFC text)
+//                                        bit 1: text between special tokens is normalised to NFC
+//                                        first, as Qwen2.5's tokenizer.json says)
 //   bos_id, eos_id                      (0xFFFFFFFF when the model has none)
 //   pre:    len, bytes                  pre-tokenizer name: "smollm", "gpt2", "llama-bpe", "qwen2"
 //   chat:   len, bytes                  chat template kind: "chatml" or "" (none)

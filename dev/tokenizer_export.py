@@ -69,8 +69,12 @@ def chat_from_template(template):
     """(kind, default system message) from a Jinja chat template: memr2 renders ChatML only."""
     if not template or "<|im_start|>" not in template:
         return "", ""
-    m = re.search(r"<\|im_start\|>system\n(.*?)<\|im_end\|>", template, re.S)
-    return "chatml", (m.group(1) if m else "")
+    # The first literal system message: SmolLM2's GGUF template has a real newline after
+    # "system", Qwen2.5's tokenizer_config.json a Jinja "\\n"; skip "' + messages[0]... + '".
+    for m in re.finditer(r"<\|im_start\|>system(?:\n|\\n)(.*?)<\|im_end\|>", template, re.S):
+        if "'" not in m.group(1) and '"' not in m.group(1) and "{" not in m.group(1):
+            return "chatml", m.group(1)
+    return "chatml", ""
 
 
 def write_tok(out_path, vocab, merges, special, flags, bos, eos, pre, chat, system):
@@ -144,7 +148,9 @@ def export_from_gguf(gguf_reader_or_path, out_path):
     types = types or [1] * len(tokens)
     if len(types) != len(tokens):
         raise ValueError(f"{where}: {len(tokens)} tokens but {len(types)} token types")
-    pre = get("tokenizer.ggml.pre") or "gpt2"
+    pre = get("tokenizer.ggml.pre")
+    if pre is None:  # llama.cpp's "default" BPE pre-tokenizer is none of the HF ones
+        raise ValueError(f"{where}: no tokenizer.ggml.pre")
     special = [i for i, t in enumerate(types) if t in (3, 4)]  # CONTROL, USER_DEFINED
     specials = set(special)
     vocab = [t.encode("utf-8") if i in specials else byte_level_decode(t, where)
@@ -209,6 +215,10 @@ def export_from_hf(tokenizer_json_path, out_path):
         flags |= FLAG_NFC
     pre = _hf_pre_name(tj.get("pre_tokenizer"), where)
     added = {a["id"]: a["content"] for a in tj.get("added_tokens", [])}
+    for a in tj.get("added_tokens", []):
+        if a.get("lstrip") or a.get("rstrip") or a.get("single_word"):
+            raise ValueError(f"{where}: added token {a['content']!r} strips spaces or matches "
+                             "single words only; memr2 matches added tokens literally")
     str_to_id = dict(model["vocab"])
     n = 1 + max(list(str_to_id.values()) + list(added))
     vocab = [None] * n

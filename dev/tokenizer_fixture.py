@@ -11,7 +11,7 @@ is tested too) to bpe_KIND.tok, and writes bpe_KIND.txt with what Hugging Face m
 corpus of dev/tokenizer_check.py (fixed strings + 60 random ones) and of its chat conversations:
 
     hash HEX                                  FNV-1a 64 of the .tok, computed here in Python
-    text TAB hex(utf-8) TAB ids               ids space-separated (may be empty)
+    text TAB hex(utf-8) TAB ids TAB hex(HF decode)   ids space-separated (may be empty)
     chat TAB gen TAB role TAB hex ... TAB = TAB hex(rendered) TAB ids
 """
 import json
@@ -48,7 +48,7 @@ Numbers: 1 12 123 1234 3.14159 1,000,000 2024-05-17 10:30am $100.00
 
 
 def train(kind, vocab_size=660):
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     tok = Tokenizer(models.BPE(unk_token=None, fuse_unk=False, byte_fallback=False,
                                ignore_merges=(kind == "llama-bpe")))
     bl = lambda use_regex: pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True,
@@ -62,6 +62,8 @@ def train(kind, vocab_size=660):
         pat = tx.LLAMA3_SPLIT if kind == "llama-bpe" else tx.QWEN2_SPLIT
         tok.pre_tokenizer = pre_tokenizers.Sequence(
             [pre_tokenizers.Split(Regex(pat), behavior="isolated", invert=False), bl(False)])
+    if kind == "qwen2":
+        tok.normalizer = normalizers.NFC()  # as Qwen2.5's tokenizer.json
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
@@ -88,7 +90,9 @@ def main(argv):
         lines = [f"hash {h:016x}"]
         for t in texts:
             ids = tok.encode(t, add_special_tokens=False).ids
-            lines.append(f"text\t{t.encode().hex()}\t{' '.join(map(str, ids))}")
+            dec = tok.decode(ids, skip_special_tokens=False)  # NFC for qwen2
+            lines.append(f"text\t{t.encode().hex()}\t{' '.join(map(str, ids))}\t"
+                         f"{dec.encode().hex()}")
         for msgs in tc.CONVERSATIONS:
             for gen in (0, 1):
                 ref = tc.render(SMOLLM2_TEMPLATE, msgs, bool(gen))
