@@ -209,22 +209,21 @@ static void expect_reject(const char *path, const unsigned char *buf, size_t n, 
     bpe_free(t);
 }
 
-static void test_corrupt(void) {
+// The fixture file and a scratch copy to damage; file-based checks write to path.
+typedef struct {
+    unsigned char *good, *buf;  // (n), (n + 16)
     size_t n;
-    unsigned char *good = slurp(FIX "bpe_smollm.tok", &n);
-    CHECK(good && n > 100, "cannot read " FIX "bpe_smollm.tok");
-    if (!good) return;
-    unsigned char *buf = malloc(n + 16);
     char path[128];
-    snprintf(path, sizeof path, "/tmp/memr2_test_bpe_%d.tok", (int)getpid());
-    char err[512] = "";
+} Damage;
 
+static void test_truncated(Damage *d) {
+    char err[512] = "";
     CHECK(!bpe_load("/nonexistent/x.tok", err, sizeof err) && strstr(err, "/nonexistent/x.tok") &&
               strstr(err, "cannot open"), "missing file: '%s'", err);
     // Every truncation is refused: every prefix, from memory (bpe_load_mem is bpe_load's parser).
     int trunc_ok = 1;
-    for (size_t k = 0; k < n; k++) {
-        Bpe *t = bpe_load_mem(good, k, "mem.tok", err, sizeof err);
+    for (size_t k = 0; k < d->n; k++) {
+        Bpe *t = bpe_load_mem(d->good, k, "mem.tok", err, sizeof err);
         if (t || !strstr(err, "mem.tok") || (k >= 8 && !strstr(err, "truncated"))) {
             if (trunc_ok) fprintf(stderr, "prefix %zu: '%s'\n", k, err);
             trunc_ok = 0;
@@ -232,71 +231,79 @@ static void test_corrupt(void) {
         bpe_free(t);
     }
     CHECK(trunc_ok, "a truncated file was accepted or its error did not say so");
-    Bpe *whole = bpe_load_mem(good, n, "mem.tok", err, sizeof err);
+    Bpe *whole = bpe_load_mem(d->good, d->n, "mem.tok", err, sizeof err);
     CHECK(whole != NULL, "the whole file from memory: %s", err);
     bpe_free(whole);
-    expect_reject(path, good, n - 1, "truncated", "one byte short");
-    expect_reject(path, good, 30, "truncated", "cut in the header");
+    expect_reject(d->path, d->good, d->n - 1, "truncated", "one byte short");
+    expect_reject(d->path, d->good, 30, "truncated", "cut in the header");
+}
 
-    memcpy(buf, good, n);
+static void test_bad_fields(Damage *d) {
+    unsigned char *buf = d->buf;
+    const char *path = d->path;
+    size_t n = d->n;
+    memcpy(buf, d->good, n);
     buf[0] = 'X';
     expect_reject(path, buf, n, "bad magic", "magic");
-    memcpy(buf, good, n);
+    memcpy(buf, d->good, n);
     wr32(buf + 8, 2);
     expect_reject(path, buf, n, "version 2", "version");
-    memcpy(buf, good, n);
+    memcpy(buf, d->good, n);
     wr32(buf + 12, 0x7fffffff);
     expect_reject(path, buf, n, "bad vocabulary size", "vocab size");
-    memcpy(buf, good, n);
+    memcpy(buf, d->good, n);
     wr32(buf + 28, 1u << 20);  // bos
     expect_reject(path, buf, n, "bad bos id", "bos");
-    memcpy(buf, good, n);
+    memcpy(buf, d->good, n);
     buf[n] = 0;
     expect_reject(path, buf, n + 1, "unexpected bytes", "trailing byte");
-    memcpy(buf, good, n);
+    memcpy(buf, d->good, n);
     memcpy(buf + 40, "smolxx", 6);  // the pre-tokenizer name follows its length at 36
     expect_reject(path, buf, n, "unknown pre-tokenizer", "pre-tokenizer name");
-    memcpy(buf, good, n);
+    memcpy(buf, d->good, n);
     wr32(buf + 36, 1000);
     expect_reject(path, buf, n, "has length 1000", "pre name length");
 
     // Walk to the merges: header 36, three strings, then the vocabulary.
     size_t off = 36;
-    for (int s = 0; s < 3; s++) off += 4 + rd32(good + off);
-    unsigned V = rd32(good + 12);
+    for (int s = 0; s < 3; s++) off += 4 + rd32(d->good + off);
+    unsigned V = rd32(d->good + 12);
     size_t vocab_at = off;
-    for (unsigned i = 0; i < V; i++) off += 4 + rd32(good + off);
+    for (unsigned i = 0; i < V; i++) off += 4 + rd32(d->good + off);
     size_t merges_at = off;
-    memcpy(buf, good, n);
-    wr32(buf + merges_at + 8, rd32(good + merges_at + 8) + 1);  // merge 0's result
+    memcpy(buf, d->good, n);
+    wr32(buf + merges_at + 8, rd32(d->good + merges_at + 8) + 1);  // merge 0's result
     expect_reject(path, buf, n, "is not tokens", "merge result");
-    memcpy(buf, good, n);
+    memcpy(buf, d->good, n);
     wr32(buf + merges_at, V);
     expect_reject(path, buf, n, "outside", "merge id");
-    memcpy(buf, good, n);
-    memcpy(buf + merges_at + 12, good + merges_at, 12);  // merge 1 = merge 0
+    memcpy(buf, d->good, n);
+    memcpy(buf + merges_at + 12, d->good + merges_at, 12);  // merge 1 = merge 0
     expect_reject(path, buf, n, "repeats", "duplicate merge");
-    memcpy(buf, good, n);
-    wr32(buf + n - 4, V + 5);  // the last special id
+    memcpy(buf, d->good, n);
+    wr32(buf + n - 4, V + 5);  // the last added token's id
     expect_reject(path, buf, n, "special token", "special id");
-    memcpy(buf, good, n);
+    memcpy(buf, d->good, n);
     wr32(buf + vocab_at, 0);  // token 0 empty: the rest then misparses
     expect_reject(path, buf, n, "token 0 is empty", "empty token");
+}
 
-    // Random flips: refused with a message, or loaded and usable; never a crash.
+// Random flips: refused with a message naming the file, or loaded and usable; never a crash.
+static void test_random_flips(Damage *d) {
+    char err[512] = "";
     uint64_t s = 88172645463325252ull;
     int loaded = 0, refused = 0, named = 1;
     for (int trial = 0; trial < 300; trial++) {
-        memcpy(buf, good, n);
+        memcpy(d->buf, d->good, d->n);
         for (int k = 0; k < 1 + trial % 4; k++) {
             s ^= s << 13, s ^= s >> 7, s ^= s << 17;
-            buf[(s >> 8) % n] ^= (unsigned char)(1u << (s % 8));
+            d->buf[(s >> 8) % d->n] ^= (unsigned char)(1u << (s % 8));
         }
         err[0] = '\0';
-        Bpe *t = bpe_load_mem(buf, n, path, err, sizeof err);
+        Bpe *t = bpe_load_mem(d->buf, d->n, d->path, err, sizeof err);
         if (t) {
             BpeIds ids = {0};
-            const char *x = "Hello <|im_start|>wörld 123 😀\n";
+            const char *x = "Hello <|im_start|>w\xc3\xb6rld 123 \xf0\x9f\x98\x80\n";
             char *dec = NULL;
             size_t dl;
             if (bpe_encode(t, x, strlen(x), &ids, err, sizeof err) == 0 &&
@@ -307,32 +314,53 @@ static void test_corrupt(void) {
             loaded++;
         } else {
             refused++;
-            if (!strstr(err, path)) named = 0;
+            if (!strstr(err, d->path)) named = 0;
         }
     }
     CHECK(refused > 0 && named, "random flips: %d refused (all naming the file: %d), %d loaded",
           refused, named, loaded);
     printf("corrupt: random flips refused %d, loaded %d\n", refused, loaded);
+}
 
-    // A file without a chat template: chat is refused, encode still works.
-    size_t chat_at = 36 + 4 + rd32(good + 36);  // "chatml" length field
-    unsigned chat_len = rd32(good + chat_at);
-    memcpy(buf, good, chat_at);
-    wr32(buf + chat_at, 0);
-    memcpy(buf + chat_at + 4, good + chat_at + 4 + chat_len, n - chat_at - 4 - chat_len);
-    size_t m = n - chat_len;
-    Bpe *t = spit(path, buf, m) ? NULL : bpe_load(path, err, sizeof err);
+// A file without a chat template: chat is refused, encode still works.
+static void test_no_chat(Damage *d) {
+    char err[512] = "";
+    size_t chat_at = 36 + 4 + rd32(d->good + 36);  // "chatml" length field
+    unsigned chat_len = rd32(d->good + chat_at);
+    memcpy(d->buf, d->good, chat_at);
+    wr32(d->buf + chat_at, 0);
+    memcpy(d->buf + chat_at + 4, d->good + chat_at + 4 + chat_len,
+           d->n - chat_at - 4 - chat_len);
+    Bpe *t = spit(d->path, d->buf, d->n - chat_len) ? NULL : bpe_load(d->path, err, sizeof err);
     CHECK(t != NULL, "no-chat tokenizer did not load: %s", err);
-    if (t) {
-        char *text = NULL;
-        BpeMessage msg = {"user", "hi"};
-        CHECK(bpe_chat_render(t, &msg, 1, 1, &text, err, sizeof err) == -1 && !text &&
-                  strstr(err, "no chat template"), "chat without a template: '%s'", err);
-        bpe_free(t);
+    if (!t) return;
+    char *text = NULL;
+    BpeMessage msg = {"user", "hi"};
+    CHECK(bpe_chat_render(t, &msg, 1, 1, &text, err, sizeof err) == -1 && !text &&
+              strstr(err, "no chat template"), "chat without a template: '%s'", err);
+    BpeIds ids = {0};
+    CHECK(bpe_encode(t, "hi <|im_end|>", 13, &ids, err, sizeof err) == 0 && ids.n >= 2 &&
+              ids.ids[ids.n - 1] == 2, "encode without a chat template");
+    bpe_ids_free(&ids);
+    bpe_free(t);
+}
+
+static void test_corrupt(void) {
+    Damage d = {0};
+    d.good = slurp(FIX "bpe_smollm.tok", &d.n);
+    CHECK(d.good && d.n > 100, "cannot read " FIX "bpe_smollm.tok");
+    if (!d.good || d.n <= 100 || !(d.buf = malloc(d.n + 16))) {
+        free(d.good);
+        return;
     }
-    remove(path);
-    free(buf);
-    free(good);
+    snprintf(d.path, sizeof d.path, "/tmp/memr2_test_bpe_%d.tok", (int)getpid());
+    test_truncated(&d);
+    test_bad_fields(&d);
+    test_random_flips(&d);
+    test_no_chat(&d);
+    remove(d.path);
+    free(d.buf);
+    free(d.good);
 }
 
 // ---- 3. edge cases ----------------------------------------------------------------------------
@@ -396,6 +424,39 @@ static void test_edges(void) {
     bpe_free(t);
 }
 
+// Random bytes (mostly invalid UTF-8) survive encode + decode unchanged with every byte-complete
+// fixture; with NFC (qwen2) they must at least not crash.
+static void test_random_bytes(void) {
+    uint64_t s = 0x9e3779b97f4a7c15ull;
+    for (size_t k = 0; k < sizeof KINDS / sizeof KINDS[0]; k++) {
+        char path[128], err[256] = "", x[96];
+        snprintf(path, sizeof path, FIX "bpe_%s.tok", KINDS[k]);
+        Bpe *t = bpe_load(path, err, sizeof err);
+        if (!t) continue;  // test_fixture reports it
+        int bad = 0, nfc = strcmp(KINDS[k], "qwen2") == 0;
+        for (int trial = 0; trial < 300; trial++) {
+            s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+            size_t n = s % sizeof x;
+            for (size_t i = 0; i < n; i++) {
+                s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+                // bias towards ASCII, spaces, digits and UTF-8 lead/continuation bytes
+                static const char pool[] = " \t\n09aZ'<|>\xc3\xa9\xe2\x80\xf0\x9f";
+                x[i] = (s >> 40) % 2 ? pool[(s >> 8) % (sizeof pool - 1)] : (char)(s >> 24);
+            }
+            size_t n_ids;
+            if (nfc) {
+                BpeIds ids = {0};
+                bad += bpe_encode(t, x, n, &ids, err, sizeof err) != 0;
+                bpe_ids_free(&ids);
+            } else {
+                bad += !roundtrip(t, x, n, &n_ids);
+            }
+        }
+        CHECK(bad == 0, "%s: %d of 300 random byte strings did not round-trip", KINDS[k], bad);
+        bpe_free(t);
+    }
+}
+
 // ---- 4. the real SmolLM2 vocabulary -----------------------------------------------------------
 
 static void test_smollm2(const char *path) {
@@ -437,6 +498,7 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < sizeof KINDS / sizeof KINDS[0]; i++) test_fixture(KINDS[i]);
     test_corrupt();
     test_edges();
+    test_random_bytes();
     if (argc > 1) test_smollm2(argv[1]);
     return check_summary("test_bpe");
 }
