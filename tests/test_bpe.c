@@ -1,6 +1,6 @@
 // tests/test_bpe.c: the byte-level BPE tokenizer (bpe.c) against Hugging Face `tokenizers`.
 //
-//   build/rel/tests/test_bpe [SMOLLM2.tok]
+//   build/rel/tests/test_bpe [SMOLLM2.tok]      (or MEMR2_SMOLLM2_TOK=SMOLLM2.tok)
 //
 // 1. tests/fixtures/bpe_{smollm,gpt2,llama-bpe,qwen2}.tok: tiny BPEs trained by
 //    dev/tokenizer_fixture.py, with bpe_KIND.txt holding HF's ids for a corpus (Unicode, emoji,
@@ -499,6 +499,7 @@ int main(int argc, char **argv) {
     test_corrupt();
     test_edges();
     test_random_bytes();
-    if (argc > 1) test_smollm2(argv[1]);
+    const char *real = argc > 1 ? argv[1] : getenv("MEMR2_SMOLLM2_TOK");
+    if (real && *real) test_smollm2(real);
     return check_summary("test_bpe");
 }
