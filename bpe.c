@@ -29,9 +29,9 @@
 #define N_ "[" BPE_UC_NUMBER "]"
 #define NOT_SLN "[^" BPE_UC_SPACE BPE_UC_LETTER BPE_UC_NUMBER "]"
 #define NOT_CRLF_LN "[^\\r\\n" BPE_UC_LETTER BPE_UC_NUMBER "]"
-#define SPACE_TAIL S_ "+(?!" "[^" BPE_UC_SPACE "])|" S_ "+"
+#define SPACE_TAIL S_ "+(?![^" BPE_UC_SPACE "])|" S_ "+"  // \s+(?!\S)|\s+
 #define RE_GPT2 "'s|'t|'re|'ve|'m|'ll|'d| ?" L_ "+| ?" N_ "+| ?" NOT_SLN "+|" SPACE_TAIL
-#define RE_LLAMA3_LIKE(num)                                                                  \
+#define RE_LLAMA3_LIKE(num)                                                                    \
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|" NOT_CRLF_LN "?" L_ "+|" num "| ?" NOT_SLN "+[\\r\\n]*|" S_ \
     "*[\\r\\n]+|" SPACE_TAIL
 #define RE_LLAMA3 RE_LLAMA3_LIKE(N_ "{1,3}")
@@ -53,8 +53,10 @@ int bpe_pre_compile(Bpe *t, const char *path, char *err, size_t errlen) {
     for (size_t i = 0; i < sizeof PRE_KINDS / sizeof PRE_KINDS[0]; i++)
         if (strcmp(PRE_KINDS[i].name, t->pre) == 0) k = (int)i;
     if (k < 0) {
-        bpe_set_err(err, errlen, "%s: unknown pre-tokenizer '%s' (memr2 knows smollm, gpt2, "
-                "llama-bpe, qwen2)", path, t->pre);
+        bpe_set_err(err, errlen,
+                    "%s: unknown pre-tokenizer '%s' (memr2 knows smollm, gpt2, "
+                    "llama-bpe, qwen2)",
+                    path, t->pre);
         return -1;
     }
     t->n_stages = PRE_KINDS[k].n;
@@ -63,14 +65,14 @@ int bpe_pre_compile(Bpe *t, const char *path, char *err, size_t errlen) {
         PCRE2_SIZE off;
         // UCP: \s, \p{L} etc. are Unicode-aware like HF's regexes; MATCH_INVALID_UTF: invalid
         // UTF-8 in the input is skipped by the matcher instead of being an error.
-        t->stage[s] = pcre2_compile((PCRE2_SPTR)PRE_KINDS[k].stages[s], PCRE2_ZERO_TERMINATED,
-                                    PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &code, &off,
-                                    NULL);
+        t->stage[s] =
+            pcre2_compile((PCRE2_SPTR)PRE_KINDS[k].stages[s], PCRE2_ZERO_TERMINATED,
+                          PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &code, &off, NULL);
         if (!t->stage[s]) {
             PCRE2_UCHAR msg[256];
             pcre2_get_error_message(code, msg, sizeof msg);
             bpe_set_err(err, errlen, "%s: PCRE2 rejects the %s pattern at %zu: %s", path, t->pre,
-                    (size_t)off, (const char *)msg);
+                        (size_t)off, (const char *)msg);
             return -1;
         }
         pcre2_jit_compile(t->stage[s], PCRE2_JIT_COMPLETE);  // optional: falls back if no JIT
@@ -108,7 +110,7 @@ typedef struct {
     const Bpe *t;
     BpeIds *out;
     int32_t *sym, *prev, *next;  // (n) symbol id (-1: merged away), linked list over symbols
-    HeapItem *heap;               // (3n) every merge adds at most two candidate pairs
+    HeapItem *heap;              // (3n) every merge adds at most two candidate pairs
     size_t cap, heap_n;
     pcre2_match_data *md;
     char *err;
@@ -156,8 +158,8 @@ static int enc_reserve(Enc *e, size_t n) {
     if (prev) e->prev = prev;
     int32_t *next = realloc(e->next, cap * sizeof *next);
     if (next) e->next = next;
-    HeapItem *heap = cap < SIZE_MAX / (3 * sizeof *heap) ? realloc(e->heap, 3 * cap * sizeof *heap)
-                                                         : NULL;
+    HeapItem *heap =
+        cap < SIZE_MAX / (3 * sizeof *heap) ? realloc(e->heap, 3 * cap * sizeof *heap) : NULL;
     if (heap) e->heap = heap;
     if (!sym || !prev || !next || !heap) {
         bpe_set_err(e->err, e->errlen, "bpe_encode: out of memory for a piece of %zu bytes", n);
@@ -177,9 +179,10 @@ static int bpe_piece(Enc *e, const unsigned char *p, size_t n) {
     }
     if (t->flags & BPE_FLAG_IGNORE_MERGES) {
         int32_t id = vocab_find(t, p, n);
-        if (id >= 0) return bpe_ids_push(e->out, id) ? (bpe_set_err(e->err, e->errlen,
-                                                                "bpe_encode: out of memory"), -1)
-                                                     : 0;
+        if (id >= 0)
+            return bpe_ids_push(e->out, id)
+                       ? (bpe_set_err(e->err, e->errlen, "bpe_encode: out of memory"), -1)
+                       : 0;
     }
     if (enc_reserve(e, n)) return -1;
     e->heap_n = 0;
@@ -264,6 +267,7 @@ static int pre_split_nfc(Enc *e, const unsigned char *text, size_t n) {
 static size_t find_special(const Bpe *t, const unsigned char *text, size_t n, size_t from,
                            int ordinary, uint32_t *id) {
     for (size_t i = from; i < n; i++) {
+        if (!t->special_first[text[i]]) continue;
         size_t best = 0;
         for (uint32_t k = 0; k < t->n_special; k++) {
             uint32_t s = t->special[k], len = t->tok_len[s];
@@ -279,8 +283,8 @@ static size_t find_special(const Bpe *t, const unsigned char *text, size_t n, si
     return n;
 }
 
-static int encode(const Bpe *t, const char *text, size_t len, int ordinary, BpeIds *out,
-                  char *err, size_t errlen) {
+static int encode(const Bpe *t, const char *text, size_t len, int ordinary, BpeIds *out, char *err,
+                  size_t errlen) {
     Enc e = {.t = t, .out = out, .err = err, .errlen = errlen};
     e.md = pcre2_match_data_create(1, NULL);
     if (!e.md) {
@@ -312,8 +316,7 @@ static int encode(const Bpe *t, const char *text, size_t len, int ordinary, BpeI
     return rc;
 }
 
-int bpe_encode(const Bpe *t, const char *text, size_t len, BpeIds *out, char *err,
-               size_t errlen) {
+int bpe_encode(const Bpe *t, const char *text, size_t len, BpeIds *out, char *err, size_t errlen) {
     return encode(t, text, len, 0, out, err, errlen);
 }
 

@@ -24,7 +24,8 @@
 //   chat:   len, bytes                  chat template kind: "chatml" or "" (none)
 //   system: len, bytes                  default system message of the chat template ("" = none)
 //   vocab:  n_vocab x (len, bytes)      id -> the bytes it decodes to (raw, not GPT-2 unicode)
-//   merges: n_merges x (left, right, result)   rank = index; bytes(result) = bytes(left)+bytes(right)
+//   merges: n_merges x (left, right, result)   rank = index;
+//                                       bytes(result) = bytes(left) + bytes(right)
 //   added:  n_special x id              added tokens, matched in the text before pre-tokenization;
 //                                       id | BPE_ADDED_PLAIN for one that is not special (HF
 //                                       special=false, GGUF USER_DEFINED): bpe_encode_ordinary
@@ -65,10 +66,10 @@ Bpe *bpe_load_mem(const void *data, size_t len, const char *name, char *err, siz
 void bpe_free(Bpe *t);
 
 int bpe_vocab_size(const Bpe *t);
-uint64_t bpe_hash(const Bpe *t);          // FNV-1a 64 of the file bytes
-const char *bpe_pre_name(const Bpe *t);   // e.g. "smollm"
-int bpe_bos(const Bpe *t);                // -1 when none
-int bpe_eos(const Bpe *t);                // -1 when none
+uint64_t bpe_hash(const Bpe *t);         // FNV-1a 64 of the file bytes
+const char *bpe_pre_name(const Bpe *t);  // e.g. "smollm"
+int bpe_bos(const Bpe *t);               // -1 when none
+int bpe_eos(const Bpe *t);               // -1 when none
 // The id of a special token given its text, e.g. "<|im_end|>"; -1 when there is none.
 int bpe_special_id(const Bpe *t, const char *text);
 

@@ -23,19 +23,20 @@ struct Bpe {
     uint64_t hash;
     uint32_t V, n_merges, n_special, flags, bos, eos;
     char pre[MAX_NAME_BYTES + 1], chat[MAX_NAME_BYTES + 1];
-    char *system;                   // NUL-terminated, points into its own allocation
-    const unsigned char **tok;      // (V) bytes of each id
-    uint32_t *tok_len;              // (V)
-    Merge *merges;                  // (n_merges) by rank
-    uint32_t *special;              // (n_special) ids of the added tokens
-    unsigned char *plain;           // (n_special) 1: added but not special (still matched by
-                                    // bpe_encode_ordinary, as HF does with encode_special_tokens)
-    uint64_t *mkey;                 // (mcap) merge table: left << 32 | right, UINT64_MAX empty
-    uint32_t *mrank;                // (mcap)
+    char *system;                      // NUL-terminated, points into its own allocation
+    const unsigned char **tok;         // (V) bytes of each id
+    uint32_t *tok_len;                 // (V)
+    Merge *merges;                     // (n_merges) by rank
+    uint32_t *special;                 // (n_special) ids of the added tokens
+    unsigned char special_first[256];  // 1 for a byte some added token starts with
+    unsigned char *plain;              // (n_special) 1: added but not special (still matched by
+                           // bpe_encode_ordinary, as HF does with encode_special_tokens)
+    uint64_t *mkey;   // (mcap) merge table: left << 32 | right, UINT64_MAX empty
+    uint32_t *mrank;  // (mcap)
     size_t mcap;
-    int32_t *vslot;                 // (vcap) bytes -> id table over non-special tokens, -1 empty
+    int32_t *vslot;  // (vcap) bytes -> id table over non-special tokens, -1 empty
     size_t vcap;
-    int32_t byte_id[256];           // the token of each single byte
+    int32_t byte_id[256];  // the token of each single byte
     pcre2_code *stage[MAX_STAGES];
     int n_stages;
 };
@@ -51,7 +52,8 @@ static inline uint64_t fnv1a64(const unsigned char *p, size_t n) {
     return h;
 }
 
-static inline uint64_t mix64(uint64_t x) {  // splitmix64 finaliser: spreads pair keys over the table
+// splitmix64's finaliser: spreads the (left, right) pair keys over the table
+static inline uint64_t mix64(uint64_t x) {
     x ^= x >> 30;
     x *= 0xbf58476d1ce4e5b9ull;
     x ^= x >> 27;

@@ -58,7 +58,8 @@ static int rd_blob(Reader *r, const unsigned char **out, uint32_t *len, uint32_t
                    const char *what) {
     if (rd_u32(r, len, what)) return -1;
     if (*len > max) {
-        bpe_set_err(r->err, r->errlen, "%s: %s has length %u (at most %u)", r->path, what, *len, max);
+        bpe_set_err(r->err, r->errlen, "%s: %s has length %u (at most %u)", r->path, what, *len,
+                    max);
         return -1;
     }
     if (r->left < *len) {
@@ -120,7 +121,7 @@ static int parse_header(Bpe *t, Reader *r) {
     if (rd_u32(r, &version, "the header")) return -1;
     if (version != BPE_VERSION) {
         bpe_set_err(r->err, r->errlen, "%s: version %u, this build reads version %u", r->path,
-                version, BPE_VERSION);
+                    version, BPE_VERSION);
         return -1;
     }
     if (rd_u32(r, &t->V, "the header") || rd_u32(r, &t->n_merges, "the header") ||
@@ -128,16 +129,23 @@ static int parse_header(Bpe *t, Reader *r) {
         rd_u32(r, &t->bos, "the header") || rd_u32(r, &t->eos, "the header"))
         return -1;
     const char *bad = NULL;
-    if (t->V < 256 || t->V > MAX_VOCAB) bad = "vocabulary size";
-    else if (t->n_merges > MAX_VOCAB) bad = "merge count";
-    else if (t->n_special > t->V) bad = "special token count";
-    else if (t->flags & ~(BPE_FLAG_IGNORE_MERGES | BPE_FLAG_NFC)) bad = "flags";
-    else if (t->bos != BPE_NONE && t->bos >= t->V) bad = "bos id";
-    else if (t->eos != BPE_NONE && t->eos >= t->V) bad = "eos id";
+    if (t->V < 256 || t->V > MAX_VOCAB)
+        bad = "vocabulary size";
+    else if (t->n_merges > MAX_VOCAB)
+        bad = "merge count";
+    else if (t->n_special > t->V)
+        bad = "special token count";
+    else if (t->flags & ~(BPE_FLAG_IGNORE_MERGES | BPE_FLAG_NFC))
+        bad = "flags";
+    else if (t->bos != BPE_NONE && t->bos >= t->V)
+        bad = "bos id";
+    else if (t->eos != BPE_NONE && t->eos >= t->V)
+        bad = "eos id";
     if (bad) {
-        bpe_set_err(r->err, r->errlen, "%s: bad %s in the header (vocab %u, merges %u, special %u, "
-                "flags %u, bos %u, eos %u)", r->path, bad, t->V, t->n_merges, t->n_special,
-                t->flags, t->bos, t->eos);
+        bpe_set_err(r->err, r->errlen,
+                    "%s: bad %s in the header (vocab %u, merges %u, special %u, "
+                    "flags %u, bos %u, eos %u)",
+                    r->path, bad, t->V, t->n_merges, t->n_special, t->flags, t->bos, t->eos);
         return -1;
     }
     if (rd_name(r, t->pre, "the pre-tokenizer name") || rd_name(r, t->chat, "the chat kind"))
@@ -177,8 +185,8 @@ static int parse_vocab(Bpe *t, Reader *r) {
 
 static int parse_merges(Bpe *t, Reader *r) {
     if (r->left / 12 < t->n_merges) {
-        bpe_set_err(r->err, r->errlen, "%s: truncated (%u merges need %zu bytes, %zu left)", r->path,
-                t->n_merges, (size_t)t->n_merges * 12, r->left);
+        bpe_set_err(r->err, r->errlen, "%s: truncated (%u merges need %zu bytes, %zu left)",
+                    r->path, t->n_merges, (size_t)t->n_merges * 12, r->left);
         return -1;
     }
     t->mcap = pow2_at_least(2 * (size_t)t->n_merges + 1);
@@ -196,14 +204,15 @@ static int parse_merges(Bpe *t, Reader *r) {
             rd_u32(r, &m->result, "the merges"))
             return -1;
         if (m->left >= t->V || m->right >= t->V || m->result >= t->V) {
-            bpe_set_err(r->err, r->errlen, "%s: merge %u has an id outside [0, %u)", r->path, k, t->V);
+            bpe_set_err(r->err, r->errlen, "%s: merge %u has an id outside [0, %u)", r->path, k,
+                        t->V);
             return -1;
         }
         uint32_t la = t->tok_len[m->left], lb = t->tok_len[m->right];
         if (t->tok_len[m->result] != la + lb || memcmp(t->tok[m->result], t->tok[m->left], la) ||
             memcmp(t->tok[m->result] + la, t->tok[m->right], lb)) {
-            bpe_set_err(r->err, r->errlen, "%s: merge %u: token %u is not tokens %u + %u", r->path, k,
-                    m->result, m->left, m->right);
+            bpe_set_err(r->err, r->errlen, "%s: merge %u: token %u is not tokens %u + %u", r->path,
+                        k, m->result, m->left, m->right);
             return -1;
         }
         uint64_t key = (uint64_t)m->left << 32 | m->right;
@@ -211,7 +220,7 @@ static int parse_merges(Bpe *t, Reader *r) {
         while (t->mkey[i] != UINT64_MAX && t->mkey[i] != key) i = (i + 1) & (t->mcap - 1);
         if (t->mkey[i] == key) {
             bpe_set_err(r->err, r->errlen, "%s: merge %u repeats the pair of merge %u", r->path, k,
-                    t->mrank[i]);
+                        t->mrank[i]);
             return -1;
         }
         t->mkey[i] = key;
@@ -232,14 +241,15 @@ static int parse_special(Bpe *t, Reader *r) {
         t->plain[k] = (unsigned char)(t->special[k] >> 31);
         t->special[k] &= ~BPE_ADDED_PLAIN;
         if (t->special[k] >= t->V) {
-            bpe_set_err(r->err, r->errlen, "%s: special token %u has id %u outside [0, %u)", r->path,
-                    k, t->special[k], t->V);
+            bpe_set_err(r->err, r->errlen, "%s: special token %u has id %u outside [0, %u)",
+                        r->path, k, t->special[k], t->V);
             return -1;
         }
+        t->special_first[t->tok[t->special[k]][0]] = 1;
     }
     if (r->left) {
         bpe_set_err(r->err, r->errlen, "%s: %zu unexpected bytes after the special tokens", r->path,
-                r->left);
+                    r->left);
         return -1;
     }
     return 0;
@@ -271,8 +281,10 @@ static int build_vocab_index(Bpe *t, const char *path, char *err, size_t errlen)
         known += (t->byte_id[b] = vocab_find(t, &c, 1)) >= 0;
     }
     if (known < 128) {
-        bpe_set_err(err, errlen, "%s: only %d of the 256 bytes have a token (not a byte-level "
-                "vocabulary)", path, known);
+        bpe_set_err(err, errlen,
+                    "%s: only %d of the 256 bytes have a token (not a byte-level "
+                    "vocabulary)",
+                    path, known);
         return -1;
     }
     return 0;
@@ -291,9 +303,8 @@ static Bpe *load_owned(unsigned char *file, size_t len, const char *path, char *
     t->file_len = len;
     t->hash = fnv1a64(t->file, t->file_len);
     Reader r = {t->file, t->file_len, path, err, errlen};
-    if (parse_header(t, &r) || parse_vocab(t, &r) || parse_merges(t, &r) ||
-        parse_special(t, &r) || build_vocab_index(t, path, err, errlen) ||
-        bpe_pre_compile(t, path, err, errlen))
+    if (parse_header(t, &r) || parse_vocab(t, &r) || parse_merges(t, &r) || parse_special(t, &r) ||
+        build_vocab_index(t, path, err, errlen) || bpe_pre_compile(t, path, err, errlen))
         goto fail;
     return t;
 fail:
@@ -353,4 +364,3 @@ const char *bpe_token_bytes(const Bpe *t, int id, size_t *len) {
     *len = t->tok_len[id];
     return (const char *)t->tok[id];
 }
-

@@ -41,10 +41,16 @@ static int do_line(const Bpe *t, char *line, int mode, char *err) {
         BpeMessage msgs[64];
         int n = 0, gen = 0;
         for (char *f = strtok(line, "\t"); f; f = strtok(NULL, "\t")) {
-            if (strcmp(f, "+") == 0) { gen = 1; continue; }
+            if (strcmp(f, "+") == 0) {
+                gen = 1;
+                continue;
+            }
             char *c = strtok(NULL, "\t");
             size_t len;
-            if (!c || n == 64 || unhex(c, &len)) { snprintf(err, 256, "bad chat line"); goto out; }
+            if (!c || n == 64 || unhex(c, &len)) {
+                snprintf(err, 256, "bad chat line");
+                goto out;
+            }
             msgs[n++] = (BpeMessage){f, c};
         }
         if (bpe_chat_render(t, msgs, n, gen, &text, err, 256) ||
@@ -53,7 +59,10 @@ static int do_line(const Bpe *t, char *line, int mode, char *err) {
         text_len = strlen(text);
     } else {
         size_t len;
-        if (unhex(line, &len)) { snprintf(err, 256, "bad hex line"); goto out; }
+        if (unhex(line, &len)) {
+            snprintf(err, 256, "bad hex line");
+            goto out;
+        }
         if ((mode == MODE_ORDINARY ? bpe_encode_ordinary(t, line, len, &ids, err, 256)
                                    : bpe_encode(t, line, len, &ids, err, 256)) ||
             bpe_decode(t, ids.ids, ids.n, &text, &text_len, err, 256))

@@ -90,8 +90,10 @@ static void check_text(const Bpe *t, const char *kind, int line, char *hex, cons
     char *dec = NULL;
     size_t dec_len = 0;
     rc = bpe_decode(t, ids.ids, ids.n, &dec, &dec_len, err, sizeof err);
-    CHECK(rc == 0 && dec_len == dn && memcmp(dec, want_dec, dn) == 0, "%s line %d: decode differs "
-          "from HF's (%s)", kind, line, err);
+    CHECK(rc == 0 && dec_len == dn && memcmp(dec, want_dec, dn) == 0,
+          "%s line %d: decode differs "
+          "from HF's (%s)",
+          kind, line, err);
     free(dec);
     bpe_ids_free(&ids);
 }
@@ -113,8 +115,10 @@ static void check_chat(const Bpe *t, const char *kind, int line, char **f, int n
     unhex(want_text);
     int gen = atoi(f[1]);
     int rc = bpe_chat_render(t, msgs, n, gen, &text, err, sizeof err);
-    CHECK(rc == 0 && strcmp(text, want_text) == 0, "%s line %d: chat text differs from HF's "
-          "Jinja rendering (%s)", kind, line, err);
+    CHECK(rc == 0 && strcmp(text, want_text) == 0,
+          "%s line %d: chat text differs from HF's "
+          "Jinja rendering (%s)",
+          kind, line, err);
     BpeIds ids = {0};
     rc = bpe_chat(t, msgs, n, gen, &ids, err, sizeof err);
     CHECK(rc == 0 && ids_equal(&ids, f[k + 2]), "%s line %d: chat ids differ from HF", kind, line);
@@ -141,7 +145,8 @@ static void test_fixture(const char *kind) {
           "%s: special token ids", kind);
     CHECK(bpe_bos(t) == 1 && bpe_eos(t) == 2, "%s: bos %d eos %d", kind, bpe_bos(t), bpe_eos(t));
     int lines = 0, texts = 0, chats = 0, hashes = 0, ordinary = 0;
-    for (char *save = NULL, *ln = strtok_r(txt, "\n", &save); ln; ln = strtok_r(NULL, "\n", &save)) {
+    char *save = NULL;
+    for (char *ln = strtok_r(txt, "\n", &save); ln; ln = strtok_r(NULL, "\n", &save)) {
         lines++;
         char *f[40];
         int nf = 0;
@@ -164,8 +169,8 @@ static void test_fixture(const char *kind) {
             size_t n = unhex(f[1]);
             BpeIds ids = {0};
             int rc = bpe_encode_ordinary(t, f[1], n, &ids, err, sizeof err);
-            CHECK(rc == 0 && ids_equal(&ids, f[2]), "%s line %d: ordinary ids differ from HF",
-                  kind, lines);
+            CHECK(rc == 0 && ids_equal(&ids, f[2]), "%s line %d: ordinary ids differ from HF", kind,
+                  lines);
             int special = 0;
             for (size_t i = 0; i < ids.n; i++) special |= ids.ids[i] <= 2;
             CHECK(!special, "%s line %d: ordinary encode made a special id", kind, lines);
@@ -178,8 +183,10 @@ static void test_fixture(const char *kind) {
             CHECK(0, "%s line %d: unknown fixture line", kind, lines);
         }
     }
-    CHECK(hashes == 1 && texts >= 100 && chats >= 8 && ordinary >= 5, "%s: fixture has %d hash, "
-          "%d text, %d ordinary, %d chat lines", kind, hashes, texts, ordinary, chats);
+    CHECK(hashes == 1 && texts >= 100 && chats >= 8 && ordinary >= 5,
+          "%s: fixture has %d hash, "
+          "%d text, %d ordinary, %d chat lines",
+          kind, hashes, texts, ordinary, chats);
     printf("fixture %-9s vocab %d: %d strings (%d also ordinary) and %d chats compared with HF\n",
            kind, bpe_vocab_size(t), texts, ordinary, chats);
     free(txt);
@@ -219,7 +226,8 @@ typedef struct {
 static void test_truncated(Damage *d) {
     char err[512] = "";
     CHECK(!bpe_load("/nonexistent/x.tok", err, sizeof err) && strstr(err, "/nonexistent/x.tok") &&
-              strstr(err, "cannot open"), "missing file: '%s'", err);
+              strstr(err, "cannot open"),
+          "missing file: '%s'", err);
     // Every truncation is refused: every prefix, from memory (bpe_load_mem is bpe_load's parser).
     int trunc_ok = 1;
     for (size_t k = 0; k < d->n; k++) {
@@ -329,18 +337,19 @@ static void test_no_chat(Damage *d) {
     unsigned chat_len = rd32(d->good + chat_at);
     memcpy(d->buf, d->good, chat_at);
     wr32(d->buf + chat_at, 0);
-    memcpy(d->buf + chat_at + 4, d->good + chat_at + 4 + chat_len,
-           d->n - chat_at - 4 - chat_len);
+    memcpy(d->buf + chat_at + 4, d->good + chat_at + 4 + chat_len, d->n - chat_at - 4 - chat_len);
     Bpe *t = spit(d->path, d->buf, d->n - chat_len) ? NULL : bpe_load(d->path, err, sizeof err);
     CHECK(t != NULL, "no-chat tokenizer did not load: %s", err);
     if (!t) return;
     char *text = NULL;
     BpeMessage msg = {"user", "hi"};
     CHECK(bpe_chat_render(t, &msg, 1, 1, &text, err, sizeof err) == -1 && !text &&
-              strstr(err, "no chat template"), "chat without a template: '%s'", err);
+              strstr(err, "no chat template"),
+          "chat without a template: '%s'", err);
     BpeIds ids = {0};
     CHECK(bpe_encode(t, "hi <|im_end|>", 13, &ids, err, sizeof err) == 0 && ids.n >= 2 &&
-              ids.ids[ids.n - 1] == 2, "encode without a chat template");
+              ids.ids[ids.n - 1] == 2,
+          "encode without a chat template");
     bpe_ids_free(&ids);
     bpe_free(t);
 }
@@ -385,8 +394,11 @@ static void test_edges(void) {
     if (!t) return;
     size_t k;
     // invalid UTF-8: every byte has a token in the fixture, so it comes back unchanged
-    const char bad[] = "\xff\xfe" "abc\xc3 \xe2\x82 caf\xc3\xa9\x80 \xf0\x9f\x98";
-    CHECK(roundtrip(t, bad, sizeof bad - 1, &k) && k >= 10, "invalid UTF-8 round trip (%zu ids)", k);
+    const char bad[] =
+        "\xff\xfe"
+        "abc\xc3 \xe2\x82 caf\xc3\xa9\x80 \xf0\x9f\x98";
+    CHECK(roundtrip(t, bad, sizeof bad - 1, &k) && k >= 10, "invalid UTF-8 round trip (%zu ids)",
+          k);
     CHECK(roundtrip(t, "", 0, &k) && k == 0, "empty text gives %zu ids", k);
     CHECK(roundtrip(t, "a\0b", 3, &k) && k == 3, "embedded NUL (%zu ids)", k);
     // long pieces: one letter run, one space run, one digit run (BPE by heap, not n^2)
@@ -416,8 +428,8 @@ static void test_edges(void) {
     int32_t ids[2] = {5, bpe_vocab_size(t)};
     char *dec = NULL;
     size_t dl;
-    CHECK(bpe_decode(t, ids, 2, &dec, &dl, err, sizeof err) == -1 && !dec &&
-              strstr(err, "outside"), "decode of an id out of range: '%s'", err);
+    CHECK(bpe_decode(t, ids, 2, &dec, &dl, err, sizeof err) == -1 && !dec && strstr(err, "outside"),
+          "decode of an id out of range: '%s'", err);
     size_t len;
     CHECK(bpe_token_bytes(t, -1, &len) == NULL && bpe_token_bytes(t, 1, &len) && len == 12,
           "token bytes of -1 and <|im_start|>");
@@ -485,7 +497,8 @@ static void test_smollm2(const char *path) {
     BpeMessage msg = {"user", "What is the capital of France?"};
     BpeIds ids = {0};
     int rc = bpe_chat(t, &msg, 1, 1, &ids, err, sizeof err);
-    CHECK(rc == 0 && ids_equal(&ids, "1 9690 198 2683 359 253 5356 5646 11173 3365 3511 308 34519 "
+    CHECK(rc == 0 && ids_equal(&ids,
+                               "1 9690 198 2683 359 253 5356 5646 11173 3365 3511 308 34519 "
                                "28 7018 411 407 19712 8182 2 198 1 4093 198 1780 314 260 3575 282 "
                                "4649 47 2 198 1 520 9531 198"),
           "SmolLM2 chat prompt (default system line included)");
