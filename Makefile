@@ -40,6 +40,7 @@ help:
 	@echo "                    (CUDA_CPU_ORDER=fwd|rev|rand; make test_kernels_guard / _asan;"
 	@echo "                    make test_kernels_gpu: the same test built by nvcc for a real GPU)"
 	@echo "make bench          speed: train_tok_s, decode_tok_s, snapshot_gb_s, vs PyTorch"
+	@echo "make test_kernels_race  the emulation's race mode: real kernels pass, a barrier-less mutant fails"
 	@echo "make fuzz           libFuzzer (clang) on every loader and role parser, FUZZ_SECONDS each (60)"
 	@echo "make deps           install the Debian packages (needs root)"
 
@@ -156,6 +157,19 @@ $(EMU)/train_emu: $(addprefix $(GPUB)/,$(TRAIN_SRC:.c=.o) $(CORE_SRC:.c=.o)) $(E
 .PHONY: test_kernels_guard test_kernels_asan
 test_kernels_guard: $(EMU)/test_kernels
 	CUDA_CPU_GUARD=1 tests/run.sh $(EMU)/test_kernels
+# Race mode (CUDA_CPU_RACE=1: warps run ahead of each other, see dev/cuda_cpu.h): the real
+# kernels pass in two lane orders, and a mutant whose block_sum lacks its leading __syncthreads
+# (-DMEMR2_MUTANT_BLOCK_SUM; it passes in the default mode) fails. tests/race_check.sh.
+.PHONY: test_kernels_race
+EMUM := build/emu-mutant
+$(EMUM):
+	mkdir -p $@
+$(EMUM)/kernels.o: kernels.cu $(EMU_DEPS) | $(EMUM)
+	$(EMU_CXX) -DMEMR2_MUTANT_BLOCK_SUM -c $< -o $@
+$(EMUM)/test_kernels: $(EMU)/test_kernels.o $(EMUM)/kernels.o $(REL)/model.o $(REL)/llama.o
+	$(CXX) -fopenmp $^ -lopenblas -lm -o $@
+test_kernels_race: $(EMU)/test_kernels $(EMUM)/test_kernels
+	tests/race_check.sh $(EMU)/test_kernels $(EMUM)/test_kernels
 # The same under ASan + UBSan (the emulation tells ASan about its fiber switches).
 EMUS := build/emu-san
 EMUS_CXX := $(CXX) -std=c++17 $(SAN) $(WARN) -fstack-clash-protection -I. -x c++
