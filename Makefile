@@ -25,7 +25,7 @@ NVCC_GENCODE := $(foreach a,$(GPU_ARCHS),-gencode arch=compute_$(a),code=sm_$(a)
 CORE_SRC   := model.c llama.c memory.c env.c grpo.c rollout.c
 TRAIN_SRC  := train.c
 GEN_SRC    := data/gen_episodes.c
-TESTS      := test_model test_memory test_env test_gen test_grpo test_train test_fuzz_seeds
+TESTS      := test_model test_memory test_env test_gen test_grpo test_train test_fuzz_seeds test_sampling
 
 .PHONY: all help deps test test_asan test_kernels bench clean
 all: train_cpu gen_episodes
@@ -211,6 +211,8 @@ $(REL)/tests/fuzz/%.o: tests/fuzz/%.c tests/fuzz/fuzz_common.h $(wildcard *.h) |
 	$(CC) $(CSTD) $(WARN) $(OPT) -I. -c $< -o $@
 $(SANB)/tests/fuzz/%.o: tests/fuzz/%.c tests/fuzz/fuzz_common.h $(wildcard *.h) | $(SANB)/tests/fuzz
 	$(CC) $(CSTD) $(WARN) $(SAN) -I. -c $< -o $@
+# keep the clang objects between runs (make deletes intermediate files of pattern chains)
+.SECONDARY: $(addprefix $(FZB)/,$(CORE_SRC:.c=.o) $(FUZZ_HARNESS_OBJ))
 $(REL)/tests/test_fuzz_seeds: $(addprefix $(REL)/,$(FUZZ_HARNESS_OBJ))
 $(SANB)/tests/test_fuzz_seeds: $(addprefix $(SANB)/,$(FUZZ_HARNESS_OBJ))
 
