@@ -29,6 +29,7 @@ TRAIN_SRC  := train.c
 GEN_SRC    := data/gen_episodes.c
 TESTS      := test_model test_memory test_env test_gen test_grpo test_grpo_step test_train test_mistakes
 TESTS      += test_bpe
+TESTS      += test_fuzz_seeds test_sampling
 
 .PHONY: all help deps test test_asan test_kernels bench clean tokenizer_check
 all: train_cpu gen_episodes
@@ -43,6 +44,8 @@ help:
 	@echo "                    (CUDA_CPU_ORDER=fwd|rev|rand; make test_kernels_guard / _asan;"
 	@echo "                    make test_kernels_gpu: the same test built by nvcc for a real GPU)"
 	@echo "make bench          speed: train_tok_s, decode_tok_s, snapshot_gb_s, vs PyTorch"
+	@echo "make test_kernels_race  the emulation's race mode: real kernels pass, a barrier-less mutant fails"
+	@echo "make fuzz           libFuzzer (clang) on every loader and role parser, FUZZ_SECONDS each (60)"
 	@echo "make deps           install the Debian packages (needs root)"
 	@echo "make tokenizer_check the C BPE tokenizer vs Hugging Face tokenizers on SmolLM2's vocabulary"
 
@@ -53,6 +56,7 @@ deps:
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libpcre2-dev libunistring-dev python3-numpy \
 	    python3-pip
 	$(PYTHON) -m pip install -q --break-system-packages tokenizers==0.23.3 gguf==0.19.0 jinja2
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang libclang-rt-dev libomp-dev
 
 # ---- release flavour ------------------------------------------------------------------------
 REL := build/rel
@@ -161,6 +165,19 @@ $(EMU)/train_emu: $(addprefix $(GPUB)/,$(TRAIN_SRC:.c=.o) $(CORE_SRC:.c=.o)) $(E
 .PHONY: test_kernels_guard test_kernels_asan
 test_kernels_guard: $(EMU)/test_kernels
 	CUDA_CPU_GUARD=1 tests/run.sh $(EMU)/test_kernels
+# Race mode (CUDA_CPU_RACE=1: warps run ahead of each other, see dev/cuda_cpu.h): the real
+# kernels pass in two lane orders, and a mutant whose block_sum lacks its leading __syncthreads
+# (-DMEMR2_MUTANT_BLOCK_SUM; it passes in the default mode) fails. tests/race_check.sh.
+.PHONY: test_kernels_race
+EMUM := build/emu-mutant
+$(EMUM):
+	mkdir -p $@
+$(EMUM)/kernels.o: kernels.cu $(EMU_DEPS) | $(EMUM)
+	$(EMU_CXX) -DMEMR2_MUTANT_BLOCK_SUM -c $< -o $@
+$(EMUM)/test_kernels: $(EMU)/test_kernels.o $(EMUM)/kernels.o $(REL)/model.o $(REL)/llama.o
+	$(CXX) -fopenmp $^ -lopenblas -lm -o $@
+test_kernels_race: $(EMU)/test_kernels $(EMUM)/test_kernels
+	tests/race_check.sh $(EMU)/test_kernels $(EMUM)/test_kernels
 # The same under ASan + UBSan (the emulation tells ASan about its fiber switches).
 EMUS := build/emu-san
 EMUS_CXX := $(CXX) -std=c++17 $(SAN) $(WARN) -fstack-clash-protection -I. -x c++
@@ -174,6 +191,60 @@ $(EMUS)/test_kernels: $(EMUS)/test_kernels.o $(EMUS)/kernels.o $(SANB)/model.o $
 	$(CXX) $(SAN) $^ -lopenblas -lm -o $@
 test_kernels_asan: $(EMUS)/test_kernels
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 tests/run.sh $(EMUS)/test_kernels
+
+# ---- fuzzing ---------------------------------------------------------------------------------
+# libFuzzer harnesses (tests/fuzz/fuzz_<name>.c) over the loaders and the two role parsers, built
+# by clang with ASan + UBSan (float-cast-overflow included, every report fatal). `make fuzz` runs
+# each for FUZZ_SECONDS from its committed corpus (tests/fuzz/corpus/<name>/; new inputs go to
+# build/fuzz/new_<name>/, crashes to build/fuzz/crash-<name>-*) and fails if any crashed.
+# gcc builds the same harnesses into test_fuzz_seeds, which replays the corpora in `make test`.
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZERS      := episodes vocab checkpoint state extract manage
+FZB          := build/fuzz
+FUZZ_SAN     := -g -O1 -fno-omit-frame-pointer -fno-sanitize-recover=all -Wno-pass-failed \
+                -fsanitize=address,undefined,float-cast-overflow
+FUZZ_HARNESS_OBJ := $(addprefix tests/fuzz/fuzz_,$(addsuffix .o,$(FUZZERS)))
+$(FZB) $(FZB)/tests/fuzz $(REL)/tests/fuzz $(SANB)/tests/fuzz:
+	mkdir -p $@
+$(FZB)/%.o: %.c $(wildcard *.h) | $(FZB)
+	$(FUZZ_CC) $(CSTD) $(WARN) -fopenmp $(FUZZ_SAN) -fsanitize=fuzzer-no-link -I. -c $< -o $@
+$(FZB)/tests/fuzz/%.o: tests/fuzz/%.c tests/fuzz/fuzz_common.h $(wildcard *.h) | $(FZB)/tests/fuzz
+	$(FUZZ_CC) $(CSTD) $(WARN) -fopenmp $(FUZZ_SAN) -fsanitize=fuzzer-no-link -DFUZZ_LIBFUZZER \
+	    -I. -c $< -o $@
+$(FZB)/fuzz_%: $(FZB)/tests/fuzz/fuzz_%.o $(addprefix $(FZB)/,$(CORE_SRC:.c=.o))
+	$(FUZZ_CC) -fopenmp $(FUZZ_SAN) -fsanitize=fuzzer $^ $(LIBS) -o $@
+# The replay test links the harnesses built like every other test object.
+$(REL)/tests/fuzz/%.o: tests/fuzz/%.c tests/fuzz/fuzz_common.h $(wildcard *.h) | $(REL)/tests/fuzz
+	$(CC) $(CSTD) $(WARN) $(OPT) -I. -c $< -o $@
+$(SANB)/tests/fuzz/%.o: tests/fuzz/%.c tests/fuzz/fuzz_common.h $(wildcard *.h) | $(SANB)/tests/fuzz
+	$(CC) $(CSTD) $(WARN) $(SAN) -I. -c $< -o $@
+# keep the clang objects between runs (make deletes intermediate files of pattern chains)
+.SECONDARY: $(addprefix $(FZB)/,$(CORE_SRC:.c=.o) $(FUZZ_HARNESS_OBJ))
+$(REL)/tests/test_fuzz_seeds: $(addprefix $(REL)/,$(FUZZ_HARNESS_OBJ))
+$(SANB)/tests/test_fuzz_seeds: $(addprefix $(SANB)/,$(FUZZ_HARNESS_OBJ))
+
+.PHONY: fuzz fuzz_build fuzz_seeds
+fuzz_build: $(addprefix $(FZB)/fuzz_,$(FUZZERS))
+fuzz: fuzz_build
+	@failed=""; for f in $(FUZZERS); do \
+	    mkdir -p $(FZB)/new_$$f; \
+	    echo "=== fuzz_$$f: $(FUZZ_SECONDS) s from tests/fuzz/corpus/$$f"; \
+	    $(FZB)/fuzz_$$f $(FZB)/new_$$f tests/fuzz/corpus/$$f -max_total_time=$(FUZZ_SECONDS) \
+	        -timeout=10 -rss_limit_mb=2048 -max_len=16384 -print_final_stats=1 \
+	        -artifact_prefix=$(FZB)/crash-$$f- > $(FZB)/fuzz_$$f.log 2>&1 \
+	        || failed="$$failed $$f"; \
+	    grep -E '^stat::number_of_executed_units|^stat::new_units_added' $(FZB)/fuzz_$$f.log; \
+	done; \
+	if [ -n "$$failed" ]; then \
+	    for f in $$failed; do echo "=== fuzz_$$f FAILED:"; tail -n 40 $(FZB)/fuzz_$$f.log; done; \
+	    echo "fuzz: crashes in:$$failed (inputs: $(FZB)/crash-*)"; exit 1; \
+	fi; echo "fuzz: $(words $(FUZZERS)) harnesses, no crash"
+# Rewrites the committed seed corpora (after a file-format change).
+$(REL)/tests/fuzz/make_seeds: $(REL)/tests/fuzz/make_seeds.o $(addprefix $(REL)/,$(CORE_SRC:.c=.o))
+	$(CC) $(OPT) $^ $(LIBS) -o $@
+fuzz_seeds: $(REL)/tests/fuzz/make_seeds
+	$(REL)/tests/fuzz/make_seeds
 
 clean:
 	rm -rf build train_cpu train_gpu gen_episodes

@@ -112,6 +112,14 @@ static int load_fail(LoadCtx *c, const char *fmt, ...) {
     return -1;
 }
 
+// A JSON number that is an integer in [lo, hi]: NaN, infinities, fractions and out-of-range
+// values are not, so the (int) conversion after this check is always defined.
+static int is_int_in(const cJSON *j, int lo, int hi) {
+    if (!cJSON_IsNumber(j)) return 0;
+    double x = j->valuedouble;
+    return x >= (double)lo && x <= (double)hi && x == floor(x);
+}
+
 // All "D<s>:<t>" ids in a string ("D8:6; D9:17" gives two). Returns how many were written.
 static int parse_dia_ids(const char *s, int *out, int max) {
     int n = 0;
@@ -248,9 +256,14 @@ static int load_qa(LoadCtx *c, const cJSON *qa, int si, const char *sid, Episode
             !cJSON_IsBool(an))
             return load_fail(c, "sample %d (%s): qa %d: field 'answer': expected a string or a "
                                 "number", si, sid, qi);
-        if (ca && !cJSON_IsNumber(ca))
-            return load_fail(c, "sample %d (%s): qa %d: field 'category': expected a number", si,
-                             sid, qi);
+        // Every number is checked before it is converted: a cast of 1e300 to int is undefined.
+        if (ca && !is_int_in(ca, 0, 1000))
+            return load_fail(c, "sample %d (%s): qa %d: field 'category': expected an integer in "
+                                "[0, 1000]", si, sid, qi);
+        const cJSON *vu = cJSON_GetObjectItemCaseSensitive(q, "memr2_valid_until");
+        if (vu && !is_int_in(vu, 1, QUESTION_FOREVER))
+            return load_fail(c, "sample %d (%s): qa %d: field 'memr2_valid_until': expected an "
+                                "integer in [1, %d]", si, sid, qi, QUESTION_FOREVER);
         if (ev && !cJSON_IsArray(ev) && !cJSON_IsString(ev))
             return load_fail(c, "sample %d (%s): qa %d: field 'evidence': expected a list of "
                                 "dia_ids", si, sid, qi);
@@ -295,11 +308,9 @@ static int load_qa(LoadCtx *c, const cJSON *qa, int si, const char *sid, Episode
         }
         memcpy(Q->evidence, ids, (size_t)kept * sizeof(int));
         Q->n_evidence = kept;
-        Q->category = ca ? (int)ca->valuedouble : 0;
+        Q->category = ca ? (int)ca->valuedouble : 0;  // range-checked above
         Q->last_session = last;
-        const cJSON *vu = cJSON_GetObjectItemCaseSensitive(q, "memr2_valid_until");
-        Q->valid_until = cJSON_IsNumber(vu) && vu->valuedouble >= 1 && vu->valuedouble < QUESTION_FOREVER
-                             ? (int)vu->valuedouble : QUESTION_FOREVER;
+        Q->valid_until = vu ? (int)vu->valuedouble : QUESTION_FOREVER;  // range-checked above
         E->n_qa++;
     }
     return 0;
@@ -372,7 +383,7 @@ static int load_gold(LoadCtx *c, const cJSON *obs, const cJSON *mfacts, int si, 
                 if (g[i].key || g[i].dia != d || strcmp(g[i].text, f->valuestring) != 0) continue;
                 g[i].key = xstrdup(k->valuestring);
                 if (!g[i].key) return load_fail(c, "out of memory");
-                g[i].ends = cJSON_IsNumber(en) ? en->valueint != 0 : cJSON_IsTrue(en);
+                g[i].ends = cJSON_IsNumber(en) ? en->valuedouble != 0.0 : cJSON_IsTrue(en);
                 break;
             }
         }
@@ -495,6 +506,10 @@ int dataset_load(const char *path, Dataset *ds, char *err, size_t errlen) {
     else if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
         return load_fail(&c, "expected a list of samples (or one sample object) at the top level");
+    }
+    if (n < 1) {  // nothing to train or evaluate on: an error, never "episodes=0" and success
+        cJSON_Delete(root);
+        return load_fail(&c, "no samples (the top-level list is empty)");
     }
     ds->episodes = calloc(n > 0 ? (size_t)n : 1, sizeof(Episode));
     if (!ds->episodes) {
@@ -676,19 +691,46 @@ int vocab_save(const Vocab *v, const char *path, char *err, size_t errlen) {
     return 0;
 }
 
+// "memr2-vocab <version> <size>" with both numbers decimal, in range, nothing after them
+// (sscanf's %d is undefined on overflow, so the numbers go through strtol).
+static int parse_vocab_header(const char *line, long *version, long *size) {
+    size_t m = strlen(VOCAB_MAGIC);
+    if (strncmp(line, VOCAB_MAGIC, m) != 0 || line[m] != ' ') return -1;
+    const char *p = line + m;
+    long *dst[2] = {version, size};
+    for (int i = 0; i < 2; i++) {
+        while (*p == ' ') p++;
+        if (!isdigit((unsigned char)*p)) return -1;  // no sign, no empty field
+        char *end;
+        errno = 0;
+        *dst[i] = strtol(p, &end, 10);
+        if (errno == ERANGE) return -1;
+        p = end;
+    }
+    return strcmp(p, "\n") == 0 || strcmp(p, "\r\n") == 0 || *p == '\0' ? 0 : -1;
+}
+
+#define VOCAB_MAX_WORDS 10000000
+#define VOCAB_MAX_LINE 4096
+
 Vocab *vocab_load(const char *path, char *err, size_t errlen) {
     FILE *f = fopen(path, "r");
     if (!f) {
         snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
         return NULL;
     }
-    char line[1024];
-    int version = 0, size = 0;
+    char *line = NULL;
+    size_t cap = 0;
+    long version = 0, size = 0;
     Vocab *v = NULL;
-    if (!fgets(line, sizeof line, f) ||
-        sscanf(line, VOCAB_MAGIC " %d %d", &version, &size) != 2 || version != 1 ||
-        size < TOK_FIRST_WORD || size > 10000000) {
+    ssize_t got = getline(&line, &cap, f);
+    if (got <= 0 || (size_t)got != strlen(line) || parse_vocab_header(line, &version, &size) != 0) {
         snprintf(err, errlen, "%s: line 1: expected the header '%s 1 <size>'", path, VOCAB_MAGIC);
+        goto fail;
+    }
+    if (version != 1 || size < TOK_FIRST_WORD || size > VOCAB_MAX_WORDS) {
+        snprintf(err, errlen, "%s: line 1: version %ld size %ld: this build reads version 1 with "
+                 "%d to %d words", path, version, size, TOK_FIRST_WORD, VOCAB_MAX_WORDS);
         goto fail;
     }
     v = vocab_alloc();
@@ -696,24 +738,31 @@ Vocab *vocab_load(const char *path, char *err, size_t errlen) {
         snprintf(err, errlen, "%s: out of memory", path);
         goto fail;
     }
-    for (int i = 0; i < size; i++) {
-        if (!fgets(line, sizeof line, f)) {
-            snprintf(err, errlen, "%s: line %d: file ends after %d of %d words", path, i + 2, i,
+    for (long i = 0; i < size; i++) {
+        got = getline(&line, &cap, f);
+        if (got <= 0) {
+            snprintf(err, errlen, "%s: line %ld: file ends after %ld of %ld words", path, i + 2, i,
                      size);
+            goto fail;
+        }
+        if ((size_t)got != strlen(line) || got > VOCAB_MAX_LINE) {
+            snprintf(err, errlen, "%s: line %ld: %s", path, i + 2,
+                     got > VOCAB_MAX_LINE ? "longer than 4096 bytes" : "contains a NUL byte");
             goto fail;
         }
         line[strcspn(line, "\r\n")] = '\0';
         char name[16];
         if (i < TOK_FIRST_WORD) {
-            special_name(i, name, sizeof name);
+            special_name((int)i, name, sizeof name);
             if (strcmp(line, name) != 0) {
-                snprintf(err, errlen, "%s: line %d: expected the special token %s, got '%s'",
+                snprintf(err, errlen, "%s: line %ld: expected the special token %s, got '%.64s'",
                          path, i + 2, name, line);
                 goto fail;
             }
         }
         if (!line[0] || shgeti(v->map, line) >= 0) {
-            snprintf(err, errlen, "%s: line %d: empty or repeated word '%s'", path, i + 2, line);
+            snprintf(err, errlen, "%s: line %ld: empty or repeated word '%.64s'", path, i + 2,
+                     line);
             goto fail;
         }
         if (vocab_add(v, line) != 0) {
@@ -721,16 +770,43 @@ Vocab *vocab_load(const char *path, char *err, size_t errlen) {
             goto fail;
         }
     }
+    // The header's size is the whole vocabulary: more lines mean a damaged or edited file.
+    while ((got = getline(&line, &cap, f)) > 0) {
+        if (line[strspn(line, " \t\r\n")] != '\0') {
+            snprintf(err, errlen, "%s: more words than the header's size %ld", path, size);
+            goto fail;
+        }
+    }
+    if (ferror(f)) {
+        snprintf(err, errlen, "%s: read error", path);
+        goto fail;
+    }
     if (vocab_finish(v) != 0) {
         snprintf(err, errlen, "%s: out of memory", path);
         goto fail;
     }
+    free(line);
     fclose(f);
     return v;
 fail:
+    free(line);
     fclose(f);
     vocab_free(v);
     return NULL;
+}
+
+uint64_t vocab_hash(const Vocab *v) {
+    // FNV-1a 64 over the words in id order, each followed by a NUL byte (so "ab","c" and
+    // "a","bc" differ). 0 means "not recorded" in a checkpoint header, so it is never returned.
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (int i = 0; i < v->size; i++) {
+        for (const unsigned char *p = (const unsigned char *)v->words[i]; ; p++) {
+            h ^= *p;
+            h *= 0x100000001b3ULL;
+            if (!*p) break;
+        }
+    }
+    return h ? h : 1;
 }
 
 void vocab_free(Vocab *v) {

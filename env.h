@@ -105,7 +105,13 @@ typedef struct Vocab Vocab;
 // after the special tokens, capped at max_size (rest -> <unk>).
 Vocab *vocab_build(const Dataset *ds, int max_size);
 int vocab_save(const Vocab *v, const char *path, char *err, size_t errlen);
+// Checks everything it reads (header numbers, special tokens, empty, repeated or over-long
+// words, NUL bytes, words beyond the header's size); NULL with a message naming the file.
 Vocab *vocab_load(const char *path, char *err, size_t errlen);
+// What the token ids mean, as a number: FNV-1a 64 over the words in id order (never 0).
+// Checkpoints record it (ModelConfig.tokenizer_hash) so the trainer can refuse a checkpoint
+// paired with another vocabulary.
+uint64_t vocab_hash(const Vocab *v);
 void vocab_free(Vocab *v);
 int vocab_size(const Vocab *v);
 const char *vocab_word(const Vocab *v, int id);

@@ -81,11 +81,15 @@ __device__ __forceinline__ double warp_sum_d(double v) {
     return v;
 }
 // Every thread gets the block's sum. The leading barrier lets callers reuse it back to back.
+// (MEMR2_MUTANT_BLOCK_SUM deletes it: a test build only, proving CUDA_CPU_RACE=1 of
+// dev/cuda_cpu.h sees the inter-warp race that follows; see make test_kernels_race.)
 __device__ float block_sum(float v) {
     __shared__ float s[32];
     int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nw = blockDim.x / 32;
     v = warp_sum(v);
+#ifndef MEMR2_MUTANT_BLOCK_SUM
     __syncthreads();
+#endif
     if (lane == 0) s[warp] = v;
     __syncthreads();
     return warp_sum(lane < nw ? s[lane] : 0.0f);

@@ -1403,6 +1403,35 @@ static int read_exact(FILE *f, void *dst, size_t bytes, int last, const char *pa
     return 0;
 }
 
+// Rejects NaN and infinities in a loaded array of config_num_params(cfg) floats: naming the
+// first bad one by tensor and index (a NaN weight would otherwise load and reach fast_expf).
+// `what` names the array ("parameters", "AdamW m"). 0 if all finite, else -1 with err set.
+static int check_finite(const float *x, const ModelConfig *cfg, const char *path,
+                        const char *what, char *err, size_t errlen) {
+    size_t n = config_num_params(cfg), bad = n;
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i])) {
+            bad = i;
+            break;
+        }
+    if (bad == n) return 0;
+    size_t sizes[NUM_PARAM_TENSORS > LLAMA_NUM_TENSORS ? NUM_PARAM_TENSORS : LLAMA_NUM_TENSORS];
+    const char *const *names = PARAM_TENSOR_NAMES;
+    int nt = NUM_PARAM_TENSORS;
+    if (cfg->arch == ARCH_LLAMA) {
+        llama_param_sizes(cfg, sizes);
+        names = LLAMA_TENSOR_NAMES, nt = LLAMA_NUM_TENSORS;
+    } else {
+        param_sizes(cfg, sizes);
+    }
+    size_t off = bad;
+    int t = 0;
+    while (t < nt - 1 && off >= sizes[t]) off -= sizes[t++];
+    snprintf(err, errlen, "%s: non-finite value (%g) in %s: tensor %s, index %zu (flat index %zu)",
+             path, (double)x[bad], what, names[t], off, bad);
+    return -1;
+}
+
 int checkpoint_load(const char *path, ModelConfig *cfg, float **params, char *err,
                     size_t errlen) {
     *params = NULL;
@@ -1432,7 +1461,8 @@ int checkpoint_load(const char *path, ModelConfig *cfg, float **params, char *er
         fclose(f);
         return -1;
     }
-    if (read_exact(f, p, n * sizeof(float), 1, path, "parameters", err, errlen) != 0) {
+    if (read_exact(f, p, n * sizeof(float), 1, path, "parameters", err, errlen) != 0 ||
+        check_finite(p, &c, path, "parameters", err, errlen) != 0) {
         free(p);
         fclose(f);
         return -1;
@@ -1464,6 +1494,17 @@ int train_state_save(const char *path, const ModelConfig *cfg, const TrainState 
     size_t bytes[5] = {sizeof(int64_t), 4 * sizeof(uint64_t), n * sizeof(float),
                        n * sizeof(float), (size_t)bb};
     return write_file_atomic(path, h, parts, bytes, 5, err, errlen);
+}
+
+// AdamW's v is a running mean of squares: a negative entry would reach sqrtf in the update.
+static int check_nonneg(const float *v, size_t n, const char *path, char *err, size_t errlen) {
+    for (size_t i = 0; i < n; i++)
+        if (v[i] < 0.0f) {
+            snprintf(err, errlen, "%s: negative AdamW v (%g) at flat index %zu", path,
+                     (double)v[i], i);
+            return -1;
+        }
+    return 0;
 }
 
 int train_state_load(const char *path, const ModelConfig *cfg, TrainState *st, char *err,
@@ -1504,8 +1545,15 @@ int train_state_load(const char *path, const ModelConfig *cfg, TrainState *st, c
              read_exact(f, st->rng, 4 * sizeof(uint64_t), 0, path, "rng state", err, errlen) == 0 &&
              read_exact(f, st->mom, n * sizeof(float), 0, path, "AdamW m", err, errlen) == 0 &&
              read_exact(f, st->vel, n * sizeof(float), 0, path, "AdamW v", err, errlen) == 0 &&
-             read_exact(f, st->blob, (size_t)bb, 1, path, "trainer blob", err, errlen) == 0)
+             read_exact(f, st->blob, (size_t)bb, 1, path, "trainer blob", err, errlen) == 0 &&
+             check_finite(st->mom, cfg, path, "AdamW m", err, errlen) == 0 &&
+             check_finite(st->vel, cfg, path, "AdamW v", err, errlen) == 0 &&
+             check_nonneg(st->vel, n, path, err, errlen) == 0)
         rc = 0;
+    if (rc == 0 && st->step < 0) {
+        snprintf(err, errlen, "%s: negative step count %lld", path, (long long)st->step);
+        rc = -1;
+    }
     fclose(f);
     if (rc != 0) {
         free(st->mom);

@@ -1446,6 +1446,33 @@ static Vocab *load_sibling_vocab(const char *ckpt_path) {
     return v;
 }
 
+// The vocabulary must be the one the checkpoint was made with: same size and, when the
+// checkpoint records it (tokenizer_hash != 0, README "Checkpoints"), the same hash. A hash of 0
+// is a checkpoint from before hashes were recorded: accepted with a warning.
+static int check_checkpoint_vocab(const char *ckpt_path, const ModelConfig *c, const Vocab *v) {
+    char vpath[4096];
+    snprintf(vpath, sizeof vpath, "%s", ckpt_path);
+    char *slash = strrchr(vpath, '/');
+    size_t off = slash ? (size_t)(slash + 1 - vpath) : 0;
+    snprintf(vpath + off, sizeof vpath - off, "vocab.txt");
+    if (vocab_size(v) != c->V) {
+        fprintf(stderr, "error: %s has %d words but the checkpoint %s expects V=%d\n", vpath,
+                vocab_size(v), ckpt_path, c->V);
+        return -1;
+    }
+    uint64_t h = vocab_hash(v);
+    if (c->tokenizer_hash == 0) {
+        fprintf(stderr, "warning: %s records no vocabulary hash (an older checkpoint): trusting "
+                        "that %s is its vocabulary\n", ckpt_path, vpath);
+    } else if (c->tokenizer_hash != h) {
+        fprintf(stderr, "error: %s was made with another vocabulary than %s (hash %016llx in the "
+                        "checkpoint, %016llx of the file): token ids would mean other words\n",
+                ckpt_path, vpath, (unsigned long long)c->tokenizer_hash, (unsigned long long)h);
+        return -1;
+    }
+    return 0;
+}
+
 static Model *create_model(const ModelConfig *cfg, int maxB, uint64_t seed) {
     const char *why = model_config_check(cfg);
     if (why) {
@@ -1552,9 +1579,7 @@ static int run_eval(const Options *o) {
         free(params);
         goto done;
     }
-    if (vocab_size(tr.vocab) != tr.mcfg.V) {
-        fprintf(stderr, "error: the vocab.txt beside %s has %d words but the checkpoint expects "
-                        "V=%d\n", o->eval_policy, vocab_size(tr.vocab), tr.mcfg.V);
+    if (check_checkpoint_vocab(o->eval_policy, &tr.mcfg, tr.vocab) != 0) {
         free(params);
         goto done;
     }
@@ -1726,6 +1751,11 @@ static int warm_start(Trainer *tr) {
             fprintf(stderr, "error: --init: %s\n", err);
             return -1;
         }
+        if (check_checkpoint_vocab(o->init_path, &c, tr->vocab) != 0) {
+            free(p);
+            return -1;
+        }
+        c.tokenizer_hash = tr->mcfg.tokenizer_hash;  // checked just above (0: an old checkpoint)
         if (!model_config_equal(&c, &tr->mcfg)) {
             fprintf(stderr, "error: --init %s has V=%d T=%d L=%d NH=%d C=%d but this run wants "
                             "V=%d T=%d L=%d NH=%d C=%d (same data and model flags?)\n",
@@ -1795,6 +1825,7 @@ static int run_training(const Options *o, int argc, char **argv) {
         goto done;
     }
     tr.mcfg.V = vocab_size(tr.vocab);
+    tr.mcfg.tokenizer_hash = vocab_hash(tr.vocab);  // saved in every checkpoint of this run
     tr.model = create_model(&tr.mcfg, o->max_batch, o->seed);
     tr.ref = tr.model ? create_model(&tr.mcfg, o->max_batch, o->seed) : NULL;
     if (!tr.model || !tr.ref) goto done;

@@ -23,7 +23,16 @@
 //     memory are filled with NaN bytes, so reads-before-writes fail tests;
 //   - the context switch is 20 lines of x86-64 assembly (glibc swapcontext makes two system
 //     calls per switch: ~20x slower); -DCUDA_CPU_UCONTEXT or a non-x86-64 target uses ucontext;
-//   - CUDA_CPU_DEVICES=0 makes cudaGetDeviceCount report no device (tests the no-GPU path).
+//   - CUDA_CPU_DEVICES=0 makes cudaGetDeviceCount report no device (tests the no-GPU path);
+//   - CUDA_CPU_RACE=1: warps run ahead of each other. By default every lane runs to its next
+//     barrier or warp operation before any lane goes further, so all warps move in step and a
+//     missing __syncthreads between one warp's reads of shared memory and another warp's next
+//     write (write-after-read) is invisible. In race mode the scheduler runs one warp at a time
+//     (in the CUDA_CPU_ORDER order), through all its warp operations, until every lane of that
+//     warp waits at __syncthreads or has exited; only then does the next warp move. The warp
+//     that runs first thus overwrites shared memory the others have yet to read, and the kernel
+//     tests see wrong values (make test_kernels_race shows it on block_sum without its leading
+//     barrier). A legal CUDA schedule, so correct kernels pass in this mode too.
 // The cuBLAS and cuRAND stand-ins are in dev/cuda_cpu_blas.h. Not emulated: grid-wide sync,
 // streams running concurrently, occupancy and speed. One host thread launches at a time.
 #ifndef MEMR2_CUDA_CPU_H
@@ -189,11 +198,14 @@ struct State {
     bool init = false;
     int order = 0;  // 0 fwd, 1 rev, 2 rand
     bool guard = false;
+    bool race = false;  // CUDA_CPU_RACE: one warp at a time, each up to its next __syncthreads
     int devices = 1;
     uint64_t rng = 0x2545F4914F6CDD1DULL;
     size_t stack_bytes = 0, page = 4096;
     std::vector<Fiber> fibers;
     std::vector<int> run_order;
+    std::vector<std::vector<int>> warp_lanes;  // race mode: run_order split by warp
+    std::vector<int> warp_order;               // race mode: warps by their first lane in run_order
     void *sched_sp = nullptr;
 #ifdef CUDA_CPU_UCONTEXT
     ucontext_t sched_uc;
@@ -238,6 +250,8 @@ inline void init() {
     else fatal("CUDA_CPU_ORDER=%s: expected fwd, rev or rand", o);
     const char *g = getenv("CUDA_CPU_GUARD");
     st.guard = g && *g && strcmp(g, "0") != 0;
+    const char *r = getenv("CUDA_CPU_RACE");
+    st.race = r && *r && strcmp(r, "0") != 0;
     const char *s = getenv("CUDA_CPU_SEED");
     if (s && *s) st.rng ^= strtoull(s, nullptr, 10) * 0x9E3779B97F4A7C15ULL;
     if (st.rng == 0) st.rng = 1;
@@ -476,6 +490,37 @@ inline void make_order(std::vector<int> &v, int n) {
         for (int i = n - 1; i > 0; i--) std::swap(v[i], v[next_rand() % (uint64_t)(i + 1)]);
 }
 
+inline void deadlock_check() {
+    for (int i = 0; i < st.nthreads; i++)
+        if (st.fibers[i].state != F_DONE)
+            fatal("deadlock: thread %d waits (%s) and nothing can release it", i,
+                  st.fibers[i].state == F_BAR_WARP ? "warp operation" : "__syncthreads");
+}
+
+// CUDA_CPU_RACE: each warp in turn runs until all its lanes wait at __syncthreads (or exited),
+// its warp operations resolved as soon as its own lanes arrive; then the next warp.
+inline void run_block_race(int nwarps) {
+    st.warp_lanes.resize((size_t)nwarps);
+    for (auto &l : st.warp_lanes) l.clear();
+    st.warp_order.clear();
+    for (int k = 0; k < st.nthreads; k++) {
+        int i = st.run_order[k], w = i / 32;
+        if (st.warp_lanes[w].empty()) st.warp_order.push_back(w);
+        st.warp_lanes[w].push_back(i);
+    }
+    for (;;) {
+        for (int w : st.warp_order) {
+            do {
+                for (int i : st.warp_lanes[w])
+                    if (st.fibers[i].state == F_RUN) switch_to_fiber(i);
+            } while (warp_release(w));
+        }
+        if (block_release()) continue;
+        deadlock_check();
+        return;
+    }
+}
+
 inline void run_block() {
     for (int i = 0; i < st.nthreads; i++) {
         Fiber &f = st.fibers[i];
@@ -485,6 +530,10 @@ inline void run_block() {
     if (!st.dyn.empty()) memset(st.dyn.data(), 0xff, st.dyn.size());
     make_order(st.run_order, st.nthreads);
     int nwarps = (st.nthreads + 31) / 32;
+    if (st.race) {
+        run_block_race(nwarps);
+        return;
+    }
     for (;;) {
         for (int k = 0; k < st.nthreads; k++) {
             int i = st.run_order[k];
@@ -494,10 +543,7 @@ inline void run_block() {
         for (int w = 0; w < nwarps; w++) released |= warp_release(w);
         if (released) continue;
         if (block_release()) continue;
-        for (int i = 0; i < st.nthreads; i++)
-            if (st.fibers[i].state != F_DONE)
-                fatal("deadlock: thread %d waits (%s) and nothing can release it", i,
-                      st.fibers[i].state == F_BAR_WARP ? "warp operation" : "__syncthreads");
+        deadlock_check();
         return;
     }
 }

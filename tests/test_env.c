@@ -99,7 +99,28 @@ static void test_load_errors(void) {
          "'answer': expected a string or a number"},
         {"[{\"conversation\": {\"speaker_a\": \"a\", \"speaker_b\": \"b\", \"session_1\": []}, "
          "\"qa\": [{\"question\": \"q?\", \"answer\": \"x\", \"category\": \"four\"}]}]", "qa 0",
-         "'category': expected a number"},
+         "'category': expected an integer"},
+        // numbers are range-checked before conversion (a cast of 1e300 to int is undefined)
+        {"[{\"conversation\": {\"speaker_a\": \"a\", \"speaker_b\": \"b\", \"session_1\": []}, "
+         "\"qa\": [{\"question\": \"q?\", \"answer\": \"x\", \"category\": 1e300}]}]", "qa 0",
+         "'category': expected an integer in [0, 1000]"},
+        {"[{\"conversation\": {\"speaker_a\": \"a\", \"speaker_b\": \"b\", \"session_1\": []}, "
+         "\"qa\": [{\"question\": \"q?\", \"answer\": \"x\", \"category\": -1e999}]}]", "qa 0",
+         "'category': expected an integer"},
+        {"[{\"conversation\": {\"speaker_a\": \"a\", \"speaker_b\": \"b\", \"session_1\": []}, "
+         "\"qa\": [{\"question\": \"q?\", \"answer\": \"x\", \"category\": -3}]}]", "qa 0",
+         "'category': expected an integer"},
+        {"[{\"conversation\": {\"speaker_a\": \"a\", \"speaker_b\": \"b\", \"session_1\": []}, "
+         "\"qa\": [{\"question\": \"q?\", \"answer\": \"x\", \"category\": 2.5}]}]", "qa 0",
+         "'category': expected an integer"},
+        {"[{\"conversation\": {\"speaker_a\": \"a\", \"speaker_b\": \"b\", \"session_1\": []}, "
+         "\"qa\": [{\"question\": \"q?\", \"answer\": \"x\", \"memr2_valid_until\": 1e300}]}]",
+         "qa 0", "'memr2_valid_until': expected an integer"},
+        {"[{\"conversation\": {\"speaker_a\": \"a\", \"speaker_b\": \"b\", \"session_1\": []}, "
+         "\"qa\": [{\"question\": \"q?\", \"answer\": \"x\", \"memr2_valid_until\": \"3\"}]}]",
+         "qa 0", "'memr2_valid_until': expected an integer"},
+        {"[]", "no samples", "empty"},
+        {" [ ] ", "no samples", "empty"},
         {"[{\"conversation\": {\"speaker_a\": \"a\", \"speaker_b\": \"b\", \"session_1\": []}, "
          "\"observation\": {\"session_1_observation\": {\"a\": [[1, \"D1:1\"]]}}}]",
          "observation.session_1_observation.a item 0", "expected [fact, dia_id]"},
@@ -202,6 +223,93 @@ static void test_quirks(const Env *base) {
 
 // ---------------------------------------------------------------------------------------------
 // Tokenizer: encode/decode and save/load round trip
+// The vocabulary file: every number and line is checked; the hash tells vocabularies apart.
+static void test_vocab_file_errors(const Vocab *v, const char *path) {
+    // The special tokens, one a line: the valid prefix of every case below.
+    size_t cap = 16 * TOK_FIRST_WORD + 64;
+    char *specials = malloc(cap);
+    if (!specials) return;
+    size_t k = 0;
+    for (int i = 0; i < TOK_FIRST_WORD; i++)
+        k += (size_t)snprintf(specials + k, cap - k, "%s\n", vocab_word(v, i));
+    struct {
+        const char *header, *tail, *want;
+        long nul_at;  // >= 0: a NUL byte replaces this byte of the tail
+    } cases[] = {
+        {"memr2-vocab 1 99999999999999999999\n", "", "line 1", -1},  // overflows long
+        {"memr2-vocab 1 4294967357\n", "", "line 1", -1},            // overflows int
+        {"memr2-vocab 1 -61\n", "", "line 1", -1},                   // negative count
+        {"memr2-vocab -1 61\n", "", "line 1", -1},
+        {"memr2-vocab 1 61junk\n", "", "line 1", -1},
+        {"memr2-vocab 1 61 7\n", "", "line 1", -1},
+        {"memr2-vocab 2 61\n", "", "version 2", -1},
+        {"memr2-vocab 1 20000000\n", "", "line 1", -1},
+        // TOK_FIRST_WORD = 60 special tokens, so the first word is line 62
+        {"memr2-vocab 1 61\n", "cat\ndog\n", "more words than the header", -1},
+        {"memr2-vocab 1 62\n", "cat\n", "line 63: file ends", -1},
+        {"memr2-vocab 1 62\n", "ca_\ndog\n", "line 62: contains a NUL byte", 2},
+        {"memr2-vocab 1 61\n", "\n", "line 62: empty or repeated", -1},
+        {"memr2-vocab 1 62\n", "cat\ncat\n", "line 63: empty or repeated word 'cat'", -1},
+        {"memr2-vocab 1 61\n", "<eos>\n", "line 62: empty or repeated", -1},
+    };
+    int n = (int)(sizeof cases / sizeof cases[0]);
+    for (int c = 0; c < n; c++) {
+        FILE *f = fopen(path, "wb");
+        if (!f) break;
+        fputs(cases[c].header, f);
+        fwrite(specials, 1, k, f);
+        char tail[64];
+        snprintf(tail, sizeof tail, "%s", cases[c].tail);
+        size_t tl = strlen(tail);
+        if (cases[c].nul_at >= 0) tail[cases[c].nul_at] = '\0';
+        fwrite(tail, 1, tl, f);
+        fclose(f);
+        char err[512] = "";
+        Vocab *w = vocab_load(path, err, sizeof err);
+        CHECK(!w && strstr(err, path) && strstr(err, cases[c].want),
+              "vocab case %d (%.30s): want '%s', got '%s'", c, cases[c].header, cases[c].want, err);
+        vocab_free(w);
+    }
+    // A long line is an error, not two words.
+    FILE *f = fopen(path, "wb");
+    if (f) {
+        fprintf(f, "memr2-vocab 1 61\n%s", specials);
+        for (int i = 0; i < 5000; i++) fputc('x', f);
+        fputs("\n", f);
+        fclose(f);
+        char err[512] = "";
+        Vocab *w = vocab_load(path, err, sizeof err);
+        CHECK(!w && strstr(err, "longer than 4096"), "long vocab line: %s", err);
+        vocab_free(w);
+    }
+    // Two vocabularies of the same size with two words swapped hash differently; the same words
+    // hash the same.
+    f = fopen(path, "wb");
+    char err[512] = "";
+    Vocab *a = NULL, *b = NULL, *a2 = NULL;
+    if (f) {
+        fprintf(f, "memr2-vocab 1 62\n%scat\ndog\n", specials);
+        fclose(f);
+        a = vocab_load(path, err, sizeof err);
+        a2 = vocab_load(path, err, sizeof err);
+    }
+    f = fopen(path, "wb");
+    if (f) {
+        fprintf(f, "memr2-vocab 1 62\n%sdog\ncat\n", specials);
+        fclose(f);
+        b = vocab_load(path, err, sizeof err);
+    }
+    CHECK(a && b && a2, "hash fixtures load: %s", err);
+    if (a && b && a2)
+        CHECK(vocab_hash(a) == vocab_hash(a2) && vocab_hash(a) != vocab_hash(b) &&
+                  vocab_size(a) == vocab_size(b),
+              "hash: same words equal, swapped words differ (%016llx vs %016llx)",
+              (unsigned long long)vocab_hash(a), (unsigned long long)vocab_hash(b));
+    vocab_free(a), vocab_free(a2), vocab_free(b);
+    free(specials);
+    printf("vocab loader: %d bad files rejected, hash tells swapped words apart\n", n + 1);
+}
+
 static void test_tokenizer(const Dataset *ds) {
     Vocab *v = vocab_build(ds, 300);
     CHECK(v && vocab_size(v) == 300, "vocab capped at 300: %d", v ? vocab_size(v) : -1);
@@ -233,12 +341,15 @@ static void test_tokenizer(const Dataset *ds) {
         const char *s = ds->episodes[0].sessions[0].turns[0].text;
         int na = vocab_encode(v, s, a, 64), nb = vocab_encode(w, s, b, 64);
         CHECK(na == nb && memcmp(a, b, (size_t)na * sizeof(int)) == 0, "encode differs after load");
+        CHECK(vocab_hash(w) == vocab_hash(v) && vocab_hash(v) != 0,
+              "vocab hash survives save/load: %016llx", (unsigned long long)vocab_hash(v));
         vocab_free(w);
     }
     write_file(path, "memr2-vocab 1 3\n<pad>\n<unk>\n<eos>\n");
     w = vocab_load(path, err, sizeof err);
     CHECK(!w && strstr(err, path) && strstr(err, "line 1"), "short vocab accepted: %s", err);
     vocab_free(w);
+    test_vocab_file_errors(v, path);
     remove(path);
     vocab_free(v);
 }

@@ -654,6 +654,25 @@ static void test_checkpoints(void) {
         }
         write_bytes(bad, img, 100);
         CHECK(checkpoint_load(bad, &c2, &q, err, sizeof err) == -1, "header truncated: %s", err);
+        // Non-finite weights are rejected at load, naming the tensor and the index: one NaN in
+        // qkvw (tensor 4) at index 5, one +inf as the very last float (lnfb[C-1]).
+        size_t at = sz[0] + sz[1] + sz[2] + sz[3] + 5;
+        float nanf_ = NAN, inff_ = INFINITY;
+        memcpy(img + 1024 + 4 * at, &nanf_, 4);
+        write_bytes(bad, img, len);
+        q = NULL;
+        CHECK(checkpoint_load(bad, &c2, &q, err, sizeof err) == -1 && q == NULL &&
+                  strstr(err, bad) && strstr(err, "non-finite") && strstr(err, "tensor qkvw") &&
+                  strstr(err, "index 5 "),
+              "NaN checkpoint rejected naming tensor and index: %s", err);
+        printf("  %-14s -> %s\n", "NaN weight", err);
+        memcpy(img + 1024 + 4 * at, p + at, 4);
+        memcpy(img + len - 4, &inff_, 4);
+        write_bytes(bad, img, len);
+        char want[64];
+        snprintf(want, sizeof want, "tensor lnfb, index %d ", cfg.C - 1);
+        CHECK(checkpoint_load(bad, &c2, &q, err, sizeof err) == -1 && strstr(err, want),
+              "inf in the last weight rejected: %s", err);
         free(img);
     }
     // Version 2 carries the Llama fields and the tokenizer hash; version 1 files still load.
@@ -719,6 +738,35 @@ static void test_checkpoints(void) {
         memcpy(img + 4 * 8, &huge, 4);  // blob size high word: absurd
         write_bytes(bad, img, len);
         CHECK(train_state_load(bad, &cfg, &ld, err, sizeof err) == -1, "absurd blob size: %s", err);
+        memcpy(img + 4 * 8, &(int32_t){0}, 4);
+        write_bytes(bad, img, len);
+        CHECK(train_state_load(bad, &cfg, &ld, err, sizeof err) == 0, "restored state loads: %s",
+              err);
+        free(ld.mom), free(ld.vel), free(ld.blob);
+        // header 1024 bytes, step 8, rng 32, then m (n floats), v (n floats)
+        size_t m0 = 1024 + 8 + 32, v0 = m0 + 4 * n;
+        struct {
+            size_t off;
+            float x;
+            int64_t step;
+            const char *want;
+        } sc[] = {{m0 + 4 * 3, NAN, 0, "AdamW m: tensor wte, index 3 "},
+                  {v0 + 4 * (sz[0] + 2), -INFINITY, 0, "AdamW v: tensor wpe, index 2 "},
+                  {v0 + 4 * 7, -1.0f, 0, "negative AdamW v"},
+                  {0, 0, -5, "negative step"}};
+        for (size_t c = 0; c < sizeof sc / sizeof sc[0]; c++) {
+            unsigned char *b = malloc(len);
+            if (!b) break;
+            memcpy(b, img, len);
+            if (sc[c].off) memcpy(b + sc[c].off, &sc[c].x, 4);
+            else memcpy(b + 1024, &sc[c].step, 8);
+            write_bytes(bad, b, len);
+            free(b);
+            err[0] = 0;
+            CHECK(train_state_load(bad, &cfg, &ld, err, sizeof err) == -1 && ld.mom == NULL &&
+                      strstr(err, bad) && strstr(err, sc[c].want),
+                  "bad state (%s) rejected: %s", sc[c].want, err);
+        }
         free(img);
     }
     free(st.mom), free(st.vel), free(p);

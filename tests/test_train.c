@@ -318,6 +318,81 @@ static void test_end_to_end(const char *train_bin, const char *data) {
     CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 2, "a bad flag value exits 2");
 }
 
+// Copies src to dst; when swap > 0, lines swap and swap+1 (1-based) trade places.
+static int copy_file_swapping(const char *src, const char *dst, int swap) {
+    FILE *in = fopen(src, "rb"), *out = fopen(dst, "wb");
+    char line[2][4096];
+    int n = 0, ok = in && out;
+    while (ok && fgets(line[0], sizeof line[0], in)) {
+        n++;
+        if (n == swap && fgets(line[1], sizeof line[1], in)) {
+            n++;
+            ok = fputs(line[1], out) >= 0;
+        }
+        if (ok) ok = fputs(line[0], out) >= 0;
+    }
+    if (in) fclose(in);
+    if (out && fclose(out) != 0) ok = 0;
+    return ok ? 0 : -1;
+}
+
+// Checkpoints record the vocabulary hash; --eval and --init refuse another vocabulary of the
+// same size, and accept (with a warning) an old checkpoint that records none.
+static void test_vocab_hash(const char *train_bin, const char *data) {
+    char a[512], b[512], cmd[8192], err[512];
+    snprintf(a, sizeof a, "%s/out0/vocab.txt", tmpdir);
+    snprintf(b, sizeof b, "%s/out0/final.bin", tmpdir);
+    Vocab *v = vocab_load(a, err, sizeof err);
+    ModelConfig c;
+    float *p = NULL;
+    int ok = v && checkpoint_load(b, &c, &p, err, sizeof err) == 0;
+    CHECK(ok, "final.bin and vocab.txt load: %s", err);
+    if (!ok) {
+        vocab_free(v);
+        return;
+    }
+    CHECK(c.tokenizer_hash != 0 && c.tokenizer_hash == vocab_hash(v),
+          "final.bin records the hash of its vocab.txt (%016llx vs %016llx)",
+          (unsigned long long)c.tokenizer_hash, (unsigned long long)vocab_hash(v));
+    // out2: the same checkpoint beside a vocabulary with its first two words swapped
+    snprintf(cmd, sizeof cmd, "mkdir -p %s/out2 %s/out3 && cp %s %s/out2/final.bin", tmpdir,
+             tmpdir, b, tmpdir);
+    CHECK(run(cmd) == 0, "copy the checkpoint");
+    char v2[512], v3[512], c3[512];
+    snprintf(v2, sizeof v2, "%s/out2/vocab.txt", tmpdir);
+    CHECK(copy_file_swapping(a, v2, TOK_FIRST_WORD + 2) == 0, "write the swapped vocabulary");
+    const char *modes[2] = {"--eval %s/out2/final.bin -d %s", "--init %s/out2/final.bin "
+                            "--train %s --val %s --test %s -o %s/out4 --sft-steps 0 "
+                            "--stage-steps 1,0,0 --layers 1 --heads 2 --channels 32 -q"};
+    for (int m = 0; m < 2; m++) {
+        char args[4096];
+        if (m == 0) snprintf(args, sizeof args, modes[0], tmpdir, data);
+        else snprintf(args, sizeof args, modes[1], tmpdir, data, data, data, tmpdir);
+        snprintf(cmd, sizeof cmd, "%s %s > %s/mismatch%d.txt 2>&1", train_bin, args, tmpdir, m);
+        int rc = system(cmd);
+        CHECK(rc != 0 && WIFEXITED(rc) && WEXITSTATUS(rc) == 1,
+              "%s with a swapped vocab.txt fails (status %d)", m ? "--init" : "--eval", rc);
+        snprintf(cmd, sizeof cmd,
+                 "grep 'another vocabulary' %s/mismatch%d.txt | grep -F %s/out2/final.bin | "
+                 "grep -qF %s", tmpdir, m, tmpdir, v2);
+        CHECK(run(cmd) == 0, "the error names the checkpoint and the vocabulary (see "
+                             "%s/mismatch%d.txt)", tmpdir, m);
+    }
+    // out3: a checkpoint without a hash (as before hashes were recorded) loads with a warning
+    c.tokenizer_hash = 0;
+    snprintf(c3, sizeof c3, "%s/out3/final.bin", tmpdir);
+    snprintf(v3, sizeof v3, "%s/out3/vocab.txt", tmpdir);
+    CHECK(checkpoint_save(c3, &c, p, err, sizeof err) == 0 && copy_file_swapping(a, v3, 0) == 0,
+          "write a hash-less checkpoint: %s", err);
+    snprintf(cmd, sizeof cmd, "%s --eval %s -d %s --sessions 2 > %s/nohash.txt 2>&1 && "
+             "grep -q 'records no vocabulary hash' %s/nohash.txt && grep -q '^eval policy' "
+             "%s/nohash.txt", train_bin, c3, data, tmpdir, tmpdir, tmpdir);
+    CHECK(run(cmd) == 0, "a hash-less checkpoint evaluates with a warning (see %s/nohash.txt)",
+          tmpdir);
+    free(p);
+    vocab_free(v);
+}
+
 int main(void) {
     // Idle OpenMP threads sleep instead of spinning: on shared cores a spinning team slows
     // these small runs many-fold (README "Speed"). The programs below inherit it.
@@ -345,6 +420,7 @@ int main(void) {
         test_rollouts(&ds, &env);
         vocab_free(v);
         test_end_to_end(train_bin, data);
+        test_vocab_hash(train_bin, data);
     }
     dataset_free(&ds);
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
