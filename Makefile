@@ -170,3 +170,16 @@ test_kernels_asan: $(EMUS)/test_kernels
 
 clean:
 	rm -rf build train_cpu train_gpu gen_episodes
+
+# Llama-family CPU speed and peak memory at SmolLM2-135M's shape, beside PyTorch doing the same
+# work: make bench_llama BENCH_LLAMA_FLAGS="-L 30 -B 4 -T 256 --decode-B 16 --prompt 64 --new 64"
+.PHONY: bench_llama
+BENCH_LLAMA_FLAGS ?=
+$(REL)/dev/bench_llama: $(REL)/dev/bench_llama.o $(addprefix $(REL)/,$(CORE_SRC:.c=.o))
+	$(CC) $(OPT) $^ $(LIBS) -o $@
+bench_llama: $(REL)/dev/bench_llama
+	@$(REL)/dev/bench_llama $(BENCH_LLAMA_FLAGS) | tee $(REL)/bench_llama.txt
+	@$(PYTHON) dev/llama_reference.py --bench $(BENCH_LLAMA_FLAGS) | tee $(REL)/bench_llama_torch.txt
+	@cat $(REL)/bench_llama.txt $(REL)/bench_llama_torch.txt | awk '$$1 == "bench" { v[$$2] = $$3 } END { \
+	    split("train prefill decode", k, " "); for (i = 1; i <= 3; i++) { a = v["llama_" k[i] "_tok_s"]; \
+	    t = v["torch_llama_" k[i] "_tok_s"]; if (t > 0) printf "bench llama_%s_vs_torch %.2f\n", k[i], a / t } }'
