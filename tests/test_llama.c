@@ -520,6 +520,58 @@ static void test_sampling(int variant) {
     BE->destroy(m);
 }
 
+// sample_top_p sorts only the tokens above a threshold: it must equal sorting all of them, on
+// a large vocabulary with peaked, flat and tied distributions.
+typedef struct {
+    float p;
+    int id;
+} ProbId;
+static int cmp_prob_id(const void *a, const void *b) {
+    const ProbId *x = a, *y = b;
+    if (x->p != y->p) return x->p > y->p ? -1 : 1;
+    return x->id - y->id;
+}
+
+static void test_top_p_large(void) {
+    enum { V = 5000 };
+    float *p = fmalloc(V);
+    int *keep = calloc(V, sizeof(int));
+    ProbId *ref = calloc(V, sizeof(ProbId));
+    Rng r;
+    rng_seed(&r, 99);
+    int ok = 1, cases = 0;
+    for (int c = 0; c < 24 && keep && ref; c++) {
+        double sum = 0.0;
+        float sharp = c % 3 == 0 ? 0.1f : c % 3 == 1 ? 3.0f : 8.0f;
+        for (int i = 0; i < V; i++) {
+            p[i] = expf(sharp * rng_normal(&r));
+            if (c % 4 == 3) p[i] = (float)(1 + rng_below(&r, 3));  // many ties
+            sum += p[i];
+        }
+        for (int i = 0; i < V; i++) p[i] = (float)(p[i] / sum);
+        float top_p = (float)(0.05 + 0.9 * rng_double(&r));
+        int k = sample_top_p(p, V, top_p, keep);
+        for (int i = 0; i < V; i++) ref[i] = (ProbId){p[i], i};
+        qsort(ref, V, sizeof(ProbId), cmp_prob_id);
+        double mass = 0.0;
+        int kr = V;
+        for (int i = 0; i < V; i++) {
+            mass += ref[i].p;
+            if (mass >= (double)top_p) {
+                kr = i + 1;
+                break;
+            }
+        }
+        int same = k == kr;
+        for (int i = 0; i < k && same; i++) same = keep[i] == ref[i].id;
+        ok &= same;
+        cases++;
+    }
+    CHECK(ok && cases == 24, "sample_top_p equals a full sort on %d distributions of %d tokens",
+          cases, V);
+    free(p), free(keep), free(ref);
+}
+
 // ---------------------------------------------------------------------------------------------
 static void test_backend_choice(void) {
     ModelConfig lc = tiny_config(0, 16), gc = {.V = 11, .maxT = 8, .L = 1, .NH = 2, .C = 8};
@@ -547,6 +599,7 @@ static void test_backend_choice(void) {
 
 int main(void) {
     test_backend_choice();
+    test_top_p_large();
     for (int v = 0; v < 2; v++) {
         test_finite_differences(v);
         test_sampling(v);
