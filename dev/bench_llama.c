@@ -131,7 +131,8 @@ int main(int argc, char **argv) {
         fflush(stdout);
     }
     if (strcmp(only, "train") != 0) {
-        int *prompts = xmalloc((size_t)DB * prompt * sizeof(int)), *plen = xmalloc(DB * sizeof(int));
+        int *prompts = xmalloc((size_t)DB * prompt * sizeof(int));
+        int *plen = xmalloc(DB * sizeof(int));
         int *otok = xmalloc((size_t)DB * nnew * sizeof(int)), *olen = xmalloc(DB * sizeof(int));
         float *olp = xmalloc((size_t)DB * nnew * sizeof(float));
         for (int i = 0; i < DB * prompt; i++) prompts[i] = (int)rng_below(&r, (uint32_t)cfg.V);
