@@ -40,6 +40,7 @@ help:
 	@echo "                    (CUDA_CPU_ORDER=fwd|rev|rand; make test_kernels_guard / _asan;"
 	@echo "                    make test_kernels_gpu: the same test built by nvcc for a real GPU)"
 	@echo "make bench          speed: train_tok_s, decode_tok_s, snapshot_gb_s, vs PyTorch"
+	@echo "make bench_llama    Llama CPU backend at SmolLM2-135M's shape vs PyTorch (BENCH_LLAMA_FLAGS)"
 	@echo "make deps           install the Debian packages (needs root)"
 
 deps:
