@@ -70,7 +70,7 @@ void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *w, 
 static void rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp,
                              const float *w, const float *rstd, size_t N, int C,
                              float *partial) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (N * C >= PAR_MIN)
     for (int ch = 0; ch < NCHUNK; ch++) {
         float *pw = partial + (size_t)ch * C;
         memset(pw, 0, sizeof(float) * (size_t)C);
@@ -169,7 +169,9 @@ static void attention_forward(float *out, float *lse, const float *q, const floa
                               float *scratch, int nthreads) {
     int C = NH * hs, KVd = KV * hs, grp = NH / KV;
     float scale = 1.0f / sqrtf((float)hs);
-#pragma omp parallel for collapse(2) schedule(static) num_threads(nthreads)
+    size_t work = (size_t)B * NH * T * T * hs;  // multiply-adds, twice
+#pragma omp parallel for collapse(2) schedule(static) num_threads(nthreads) \
+    if (work >= MATMUL_PAR_MIN)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++) {
             const float *qh = q + (size_t)b * T * C + (size_t)h * hs;
@@ -201,7 +203,9 @@ static void attention_backward(float *dq, float *dk, float *dv, const float *dou
                                int nthreads) {
     int C = NH * hs, KVd = KV * hs, grp = NH / KV;
     float scale = 1.0f / sqrtf((float)hs);
-#pragma omp parallel for collapse(2) schedule(static) num_threads(nthreads)
+    size_t work = (size_t)B * NH * T * T * hs;
+#pragma omp parallel for collapse(2) schedule(static) num_threads(nthreads) \
+    if (work >= MATMUL_PAR_MIN)
     for (int b = 0; b < B; b++)
         for (int g = 0; g < KV; g++) {
             size_t kvo = (size_t)b * T * KVd + (size_t)g * hs;
@@ -251,7 +255,7 @@ static void attention_backward(float *dq, float *dk, float *dv, const float *dou
 // Token embedding backward: several positions share a token, so split the channels.
 static void embedding_backward(float *dwte, const float *dout, const int *tokens, size_t R,
                                int C) {
-#pragma omp parallel
+#pragma omp parallel if (R * C >= PAR_MIN)
     {
         size_t c0, c1;
         thread_range((size_t)C, &c0, &c1);
@@ -482,14 +486,14 @@ static void head_forward(struct Model *m, const int *targets, size_t R, float *l
     for (size_t i = 0; i < R; i++)
         if (targets[i] >= 0) m->head_rows[N++] = (int)i;
     m->N = N;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)N * C >= PAR_MIN)
     for (int i = 0; i < N; i++)
         memcpy(m->head_x + (size_t)i * C, m->xL + (size_t)m->head_rows[i] * C, sizeof(float) * C);
     rmsnorm_forward(m->head_in, m->hrstd, m->head_x, m->p.norm_f, (size_t)N, C, m->cfg.norm_eps);
     if (N > 0) matmul_forward(m->logits, m->head_in, llama_out_weight(m), NULL, N, C, V);
     memset(logp, 0, R * sizeof(float));
     if (entropy) memset(entropy, 0, R * sizeof(float));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)N * V >= PAR_MIN)
     for (int i = 0; i < N; i++) {
         const float *z = m->logits + (size_t)i * V;
         int row = m->head_rows[i];
@@ -564,7 +568,7 @@ static int head_backward(struct Model *m, const float *dlogp, const float *dentr
         int ns = M - s0 < HEAD_CHUNK ? M - s0 : HEAD_CHUNK;
         // With p = softmax(z), y the target: d logp_y / dz_j = [j == y] - p_j;
         // dH / dz_j = -p_j (log p_j + H).
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)ns * V >= PAR_MIN)
         for (int s = 0; s < ns; s++) {
             int i = m->sel[s0 + s], row = m->head_rows[i];
             const float *z = m->logits + (size_t)i * V;
@@ -590,7 +594,7 @@ static int head_backward(struct Model *m, const float *dlogp, const float *dentr
     rmsnorm_backward(m->dbuf2, m->g.norm_f, dhead, m->head_x, m->p.norm_f, m->hrstd, (size_t)N,
                      C, m->norm_partial);
     memset(m->dres, 0, sizeof(float) * RC);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)N * C >= PAR_MIN)
     for (int i = 0; i < N; i++)
         memcpy(m->dres + (size_t)m->head_rows[i] * C, m->dbuf2 + (size_t)i * C,
                sizeof(float) * C);

@@ -159,7 +159,7 @@ void matmul_reference(float *out, const float *inp, const float *weight, const f
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias, int N,
                     int IC, int OC) {
     int by_rows = split_rows(N);
-#pragma omp parallel
+#pragma omp parallel if ((size_t)N * IC * OC >= MATMUL_PAR_MIN)
     {
         size_t lo, hi;
         thread_range(by_rows ? (size_t)N : (size_t)OC, &lo, &hi);
@@ -182,7 +182,7 @@ void matmul_forward(float *out, const float *inp, const float *weight, const flo
 void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                      const float *inp, const float *weight, int N, int IC, int OC) {
     int by_rows = split_rows(N);
-#pragma omp parallel
+#pragma omp parallel if ((size_t)N * IC * OC >= MATMUL_PAR_MIN)
     {
         size_t lo, hi;
         if (dinp) {
