@@ -2,9 +2,9 @@
 // differences, PyTorch in float64 (dev/llama_reference.py, run live through /usr/bin/python3),
 // and itself (KV-cache decode vs full forward, batched vs one by one, seeds).
 //
-// Two tiny configs with grouped-query attention (NH 4, KV 2) and partial rotary dimensions
+// Tiny configs with grouped-query attention (NH 4, KV 2) and partial rotary dimensions
 // (rope_dim 4 < hs 8): tied without biases (SmolLM2, Llama 3.2) and untied with q/k/v biases
-// (Qwen2.5).
+// (Qwen2.5); and, against PyTorch only, rotary on the whole head with KV = NH.
 //
 // Run from the repository root (it calls dev/llama_reference.py):
 //   make build/rel/tests/test_llama && build/rel/tests/test_llama
@@ -21,12 +21,17 @@
 
 static const ModelBackend *BE = &cpu_llama_backend;
 
+// Variant 2 is the boundary case: rotary on the whole head (rope_dim = hs, like SmolLM2) and
+// plain multi-head attention (n_kv_heads = NH).
 static ModelConfig tiny_config(int variant, int maxT) {
     return (ModelConfig){.V = 37, .maxT = maxT, .L = 2, .NH = 4, .C = 32, .arch = ARCH_LLAMA,
-                         .n_kv_heads = 2, .ffn = 24, .rope_dim = 4, .rope_base = 10000.0f,
-                         .norm_eps = 1e-5f, .tied = variant == 0, .qkv_bias = variant == 1};
+                         .n_kv_heads = variant == 2 ? 4 : 2, .ffn = 24,
+                         .rope_dim = variant == 2 ? 8 : 4, .rope_base = 10000.0f,
+                         .norm_eps = 1e-5f, .tied = variant != 1, .qkv_bias = variant != 0};
 }
-static const char *variant_name(int v) { return v == 0 ? "tied, no bias" : "untied, qkv bias"; }
+static const char *variant_name(int v) {
+    return v == 0 ? "tied, no bias" : v == 1 ? "untied, qkv bias" : "rope_dim = hs, KV = NH";
+}
 
 static float *fmalloc(size_t n) {
     float *p = calloc(n ? n : 1, sizeof(float));
@@ -342,9 +347,10 @@ static void test_pytorch(int variant) {
             float norm = BE->update(m, &ac, ac.lr);
             en = fmax(en, fabs(norm - rnorm[s]) / rnorm[s]);
         }
-        printf("pytorch grad norms %.4f %.4f %.4f: rel err %.3g (tol 1e-6)\n", rnorm[0],
+        printf("pytorch grad norms %.4f %.4f %.4f: rel err %.3g (tol 2e-6)\n", rnorm[0],
                rnorm[1], rnorm[2], en);
-        CHECK(en < 1e-6, "grad norm rel err %.3g", en);
+        // Measured up to 7e-7: steps 2 and 3 see the parameter error of the steps before.
+        CHECK(en < 2e-6, "grad norm rel err %.3g", en);
         CHECK(rnorm[0] > ac.grad_clip, "clipping is exercised (norm %.3g)", rnorm[0]);
         BE->get_params(m, pc);
         // Parameters after 3 steps: error relative to lr (a step moves a parameter by ~lr).
@@ -670,5 +676,6 @@ int main(void) {
         test_sampling(v);
         test_pytorch(v);
     }
+    test_pytorch(2);
     return check_summary("test_llama");
 }
