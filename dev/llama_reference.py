@@ -1,0 +1,279 @@
+#!/usr/bin/python3
+"""dev/llama_reference.py: the PyTorch twin of llama_cpu.c, written from the equations in llama.h
+(it does not import transformers), for tests/test_llama.c.
+
+  /usr/bin/python3 dev/llama_reference.py check DIR
+      DIR/model.bin  a memr2 Llama checkpoint (model.h: int32 header[256], version 2, arch 1,
+                     then the float32 parameters in llama.h's LlamaParams order)
+      DIR/batch.bin  int32 B, T; int32 tokens[B*T], targets[B*T]; float32 dlogp[B*T],
+                     dentropy[B*T]; float32 lr, beta1, beta2, eps, weight_decay, grad_clip
+    writes DIR/out.bin, all float64: logp[B*T], entropy[B*T], grads[nparams] (of
+    sum dlogp*logp + dentropy*entropy; rows with target < 0 left out), grad_norm[3], and the
+    parameters after 3 AdamW steps on that loss (global-norm clip, decay on the matrices:
+    LLAMA_TENSOR_DECAY). Everything in float64: the exact answer the float32 C code is held to.
+
+  /usr/bin/python3 dev/llama_reference.py --bench [-L 30] [-B 4] [-T 256] [--decode-B 16]
+                                                  [--prompt 64] [--new 64] [--only train|decode]
+    float32, torch.set_num_threads(cores), SmolLM2-135M's shape with random weights: prints
+    `bench torch_llama_train_tok_s X` (forward + backward + AdamW), `..._prefill_tok_s` and
+    `..._decode_tok_s` (KV cache, multinomial sampling): the same work as dev/bench_llama.c,
+    timed the same way (best of 2 windows of >= 1 s).
+"""
+import os
+import struct
+import sys
+import time
+
+import numpy as np
+import torch
+
+NAMES = ["wte", "attn_norm", "wq", "wk", "wv", "bq", "bk", "bv", "wo", "mlp_norm",
+         "w_gate", "w_up", "w_down", "norm_f", "lm_head"]
+DECAY = {"wte", "wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down", "lm_head"}
+MAGIC, VERSION, ARCH_LLAMA = 20260523, 2, 1
+
+
+def read_checkpoint(path):
+    with open(path, "rb") as f:
+        h = struct.unpack("256i", f.read(1024))
+        if h[0] != MAGIC or h[1] != VERSION or h[16] != ARCH_LLAMA:
+            sys.exit(f"{path}: not a memr2 version-2 Llama checkpoint")
+        fl = struct.unpack("2f", struct.pack("2i", h[20], h[21]))
+        cfg = dict(V=h[2], maxT=h[3], L=h[4], NH=h[5], C=h[6], KV=h[17], F=h[18],
+                   rope_dim=h[19], rope_base=fl[0], eps=fl[1], tied=h[22], bias=h[23])
+        flat = np.frombuffer(f.read(), dtype=np.float32)
+    return cfg, flat
+
+
+def shapes(c):
+    V, L, C, F = c["V"], c["L"], c["C"], c["F"]
+    hs = C // c["NH"]
+    Q, KVd = c["NH"] * hs, c["KV"] * hs
+    b = 1 if c["bias"] else 0
+    return {"wte": (V, C), "attn_norm": (L, C), "wq": (L, Q, C), "wk": (L, KVd, C),
+            "wv": (L, KVd, C), "bq": (b * L, Q), "bk": (b * L, KVd), "bv": (b * L, KVd),
+            "wo": (L, C, Q), "mlp_norm": (L, C), "w_gate": (L, F, C), "w_up": (L, F, C),
+            "w_down": (L, C, F), "norm_f": (C,), "lm_head": (0 if c["tied"] else V, C)}
+
+
+def split_flat(flat, c):
+    out, off = {}, 0
+    for name in NAMES:
+        shp = shapes(c)[name]
+        n = int(np.prod(shp))
+        out[name] = torch.tensor(flat[off:off + n].astype(np.float64)).reshape(shp)
+        out[name].requires_grad_(True)
+        off += n
+    if off != len(flat):
+        sys.exit(f"checkpoint holds {len(flat)} floats, the config needs {off}")
+    return out
+
+
+def rmsnorm(x, g, eps):
+    return x * torch.rsqrt((x * x).mean(-1, keepdim=True) + eps) * g
+
+
+def rope(x, c):
+    """x (B, H, T, hs): llama.h's rotate_half on the first rope_dim channels of each head."""
+    rd = c["rope_dim"]
+    if rd == 0:
+        return x
+    T, h2 = x.shape[2], rd // 2
+    i = torch.arange(h2, dtype=torch.float64)
+    theta = float(c["rope_base"]) ** (-2.0 * i / rd)
+    ang = torch.arange(T, dtype=torch.float64)[:, None] * theta[None, :]
+    cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
+    x1, x2, rest = x[..., :h2], x[..., h2:rd], x[..., rd:]
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin, rest], dim=-1)
+
+
+def logits_of(P, tokens, c):
+    B, T = tokens.shape
+    C, NH, KV, eps = c["C"], c["NH"], c["KV"], c["eps"]
+    hs = C // NH
+    mask = torch.ones(T, T, dtype=torch.bool).tril()
+    x = P["wte"][tokens]
+    for l in range(c["L"]):
+        h = rmsnorm(x, P["attn_norm"][l], eps)
+        q = h @ P["wq"][l].T
+        k = h @ P["wk"][l].T
+        v = h @ P["wv"][l].T
+        if c["bias"]:
+            q, k, v = q + P["bq"][l], k + P["bk"][l], v + P["bv"][l]
+        q = rope(q.reshape(B, T, NH, hs).transpose(1, 2), c)
+        k = rope(k.reshape(B, T, KV, hs).transpose(1, 2), c)
+        v = v.reshape(B, T, KV, hs).transpose(1, 2)
+        # grouped-query attention: query head j reads key/value head j // (NH // KV)
+        k = k.repeat_interleave(NH // KV, dim=1)
+        v = v.repeat_interleave(NH // KV, dim=1)
+        att = (q @ k.transpose(-2, -1)) / (hs ** 0.5)
+        att = att.masked_fill(~mask, float("-inf")).softmax(-1)
+        y = (att @ v).transpose(1, 2).reshape(B, T, NH * hs)
+        x = x + y @ P["wo"][l].T
+        h = rmsnorm(x, P["mlp_norm"][l], eps)
+        a, u = h @ P["w_gate"][l].T, h @ P["w_up"][l].T
+        x = x + (torch.nn.functional.silu(a) * u) @ P["w_down"][l].T
+    x = rmsnorm(x, P["norm_f"], eps)
+    return x @ (P["wte"] if c["tied"] else P["lm_head"]).T
+
+
+def logp_entropy(P, tokens, targets, c):
+    lp = torch.log_softmax(logits_of(P, tokens, c), dim=-1)
+    valid = targets >= 0
+    logp = lp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1) * valid
+    ent = -(lp.exp() * lp).sum(-1) * valid
+    return logp, ent
+
+
+def check(d):
+    torch.set_num_threads(1)
+    c, flat = read_checkpoint(os.path.join(d, "model.bin"))
+    with open(os.path.join(d, "batch.bin"), "rb") as f:
+        B, T = struct.unpack("2i", f.read(8))
+        n = B * T
+
+        def ints():
+            return torch.tensor(np.frombuffer(f.read(4 * n), np.int32).astype(np.int64)).reshape(B, T)
+
+        def floats():
+            return torch.tensor(np.frombuffer(f.read(4 * n), np.float32).astype(np.float64)).reshape(B, T)
+        tokens, targets, dlogp, dent = ints(), ints(), floats(), floats()
+        lr, b1, b2, eps, wd, clip = struct.unpack("6f", f.read(24))
+    P = split_flat(flat, c)
+    live = [k for k in NAMES if P[k].numel() > 0]
+    groups = [{"params": [P[k] for k in live if k in DECAY], "weight_decay": wd},
+              {"params": [P[k] for k in live if k not in DECAY], "weight_decay": 0.0}]
+    opt = torch.optim.AdamW(groups, lr=lr, betas=(b1, b2), eps=eps)
+    outs, norms = [], []
+    for step in range(3):
+        opt.zero_grad(set_to_none=False)
+        logp, ent = logp_entropy(P, tokens, targets, c)
+        loss = (dlogp * logp).sum() + (dent * ent).sum()
+        loss.backward()
+        grads = [P[k].grad if P[k].grad is not None else torch.zeros_like(P[k]) for k in NAMES]
+        if step == 0:
+            outs += [logp.detach().reshape(-1), ent.detach().reshape(-1)]
+            outs += [torch.cat([g.reshape(-1) for g in grads])]
+        norm = float(torch.cat([g.reshape(-1) for g in grads]).norm())
+        if clip > 0:
+            torch.nn.utils.clip_grad_norm_([P[k] for k in live], clip)
+        norms.append(norm)
+        opt.step()
+    outs += [torch.tensor(norms, dtype=torch.float64)]
+    outs += [torch.cat([P[k].detach().reshape(-1) for k in NAMES])]
+    with open(os.path.join(d, "out.bin"), "wb") as f:
+        for t in outs:
+            f.write(t.numpy().astype(np.float64).tobytes())
+
+
+def bench(argv):
+    opts = {"-L": 30, "-B": 4, "-T": 256, "--decode-B": 16, "--prompt": 64, "--new": 64}
+    only = ""
+    i = 0
+    while i < len(argv) - 1:
+        if argv[i] == "--only":
+            only = argv[i + 1]
+        elif argv[i] in opts:
+            opts[argv[i]] = int(argv[i + 1])
+        else:
+            sys.exit(f"unknown flag {argv[i]}")
+        i += 2
+    L, B, T, DB, prompt, new = (opts[k] for k in ("-L", "-B", "-T", "--decode-B", "--prompt", "--new"))
+    c = dict(V=49152, maxT=max(T, prompt + new), L=L, NH=9, C=576, KV=3, F=1536, rope_dim=64,
+             rope_base=100000.0, eps=1e-5, tied=1, bias=0)
+    torch.set_num_threads(os.cpu_count() or 1)
+    torch.manual_seed(0)
+    P = {}
+    for k, shp in shapes(c).items():
+        t = torch.ones(shp) if k in ("attn_norm", "mlp_norm", "norm_f") else torch.randn(shp) * 0.02
+        P[k] = t.requires_grad_(True)
+    live = [P[k] for k in NAMES if P[k].numel() > 0]
+    opt = torch.optim.AdamW(live, lr=1e-5)
+
+    def timed(fn, min_s=1.0):
+        fn()
+        best = float("inf")
+        for _ in range(2):
+            n, t0 = 0, time.perf_counter()
+            while True:
+                fn()
+                n += 1
+                dt = time.perf_counter() - t0
+                if dt >= min_s:
+                    break
+            best = min(best, dt / n)
+        return best
+
+    print(f"bench torch_llama_config L={L} B={B} T={T} decode_B={DB} prompt={prompt} new={new} "
+          f"threads={torch.get_num_threads()}", flush=True)
+    if only != "decode":
+        tokens = torch.randint(0, c["V"], (B, T))
+        targets = torch.randint(0, c["V"], (B, T))
+
+        def train_step():
+            opt.zero_grad()
+            lp = torch.log_softmax(logits_of(P, tokens, c), dim=-1)
+            (-lp.gather(-1, targets.unsqueeze(-1)).mean()).backward()
+            torch.nn.utils.clip_grad_norm_(live, 1.0)
+            opt.step()
+        print(f"bench torch_llama_train_tok_s {B * T / timed(train_step):.1f}", flush=True)
+    if only == "train":
+        return
+    C, NH, KV, eps = c["C"], c["NH"], c["KV"], c["eps"]
+    hs, maxT = C // NH, c["maxT"]
+    prompts = torch.randint(0, c["V"], (DB, prompt))
+    h2 = c["rope_dim"] // 2
+    theta = c["rope_base"] ** (-2.0 * torch.arange(h2, dtype=torch.float64) / c["rope_dim"])
+    ang = torch.arange(maxT, dtype=torch.float64)[:, None] * theta[None, :]
+    cos_t, sin_t = ang.cos().float(), ang.sin().float()
+
+    def rope_at(x, pos0):  # x (B, H, n, hs)
+        n = x.shape[2]
+        cs, sn = cos_t[pos0:pos0 + n], sin_t[pos0:pos0 + n]
+        x1, x2, rest = x[..., :h2], x[..., h2:2 * h2], x[..., 2 * h2:]
+        return torch.cat([x1 * cs - x2 * sn, x2 * cs + x1 * sn, rest], dim=-1)
+
+    @torch.no_grad()
+    def generate(max_new):
+        kc = torch.zeros(L, DB, KV, maxT, hs)
+        vc = torch.zeros(L, DB, KV, maxT, hs)
+        g = torch.Generator().manual_seed(1)
+
+        def step(tok, pos0):  # tok (DB, n) at positions pos0.. -> last logits (DB, V)
+            n = tok.shape[1]
+            end = pos0 + n
+            mask = torch.ones(n, end, dtype=torch.bool).tril(diagonal=pos0)
+            x = P["wte"][tok]
+            for l in range(L):
+                h = rmsnorm(x, P["attn_norm"][l], eps)
+                q = rope_at((h @ P["wq"][l].T).reshape(DB, n, NH, hs).transpose(1, 2), pos0)
+                k = rope_at((h @ P["wk"][l].T).reshape(DB, n, KV, hs).transpose(1, 2), pos0)
+                kc[l, :, :, pos0:end] = k
+                vc[l, :, :, pos0:end] = (h @ P["wv"][l].T).reshape(DB, n, KV, hs).transpose(1, 2)
+                kk = kc[l, :, :, :end].repeat_interleave(NH // KV, dim=1)
+                vv = vc[l, :, :, :end].repeat_interleave(NH // KV, dim=1)
+                att = (q @ kk.transpose(-2, -1)) / (hs ** 0.5)
+                att = att.masked_fill(~mask, float("-inf")).softmax(-1)
+                x = x + (att @ vv).transpose(1, 2).reshape(DB, n, C) @ P["wo"][l].T
+                h = rmsnorm(x, P["mlp_norm"][l], eps)
+                x = x + (torch.nn.functional.silu(h @ P["w_gate"][l].T) * (h @ P["w_up"][l].T)) @ \
+                    P["w_down"][l].T
+            return rmsnorm(x[:, -1], P["norm_f"], eps) @ P["wte"].T
+
+        logits = step(prompts, 0)
+        for k in range(max_new):
+            tok = torch.multinomial(logits.softmax(-1), 1, generator=g)
+            if k + 1 < max_new:
+                logits = step(tok, prompt + k)
+
+    print(f"bench torch_llama_prefill_tok_s {DB * prompt / timed(lambda: generate(1)):.1f}", flush=True)
+    print(f"bench torch_llama_decode_tok_s {DB * new / timed(lambda: generate(new)):.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) >= 2 and sys.argv[1] == "--bench":
+        bench(sys.argv[2:])
+    elif len(sys.argv) == 3 and sys.argv[1] == "check":
+        check(sys.argv[2])
+    else:
+        sys.exit(__doc__)
