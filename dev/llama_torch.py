@@ -65,9 +65,10 @@ def rope(x, pos, rope_dim, base):
     return torch.cat([xr * cos + rot * sin, xp], dim=-1)
 
 
-def forward(hc, W, tokens, cache=None):
+def forward(hc, W, tokens, cache=None, last_only=False):
     """tokens (B, T) long; cache: None or the list returned by a previous call (keys/values of
-    the positions before these). Returns logits (B, T, V) and the extended cache."""
+    the positions before these). Returns logits (B, T, V) (B, 1, V with last_only: the head
+    on the last position only, as a sampler's prefill needs) and the extended cache."""
     B, T = tokens.shape
     NH, KV, hs, eps = hc["NH"], hc["KV"], hc["hs"], hc["norm_eps"]
     past = 0 if cache is None else cache[0][0].shape[2]
@@ -99,6 +100,8 @@ def forward(hc, W, tokens, cache=None):
         g = h @ W[p + "mlp.gate_proj.weight"].T
         u = h @ W[p + "mlp.up_proj.weight"].T
         x = x + (torch.nn.functional.silu(g) * u) @ W[p + "mlp.down_proj.weight"].T
+    if last_only:
+        x = x[:, -1:]
     x = rmsnorm(x, W["model.norm.weight"], eps)
     head = W["model.embed_tokens.weight"] if hc["tied"] else W["lm_head.weight"]
     return x @ head.T, new_cache
