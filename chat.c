@@ -178,8 +178,8 @@ static int chat_answer(Chat *ch, const ChatArgs *a, const BpeMessage *msgs, int 
     rc = bpe_decode(ch->tok, out32, (size_t)shown, answer, &olen, err, sizeof err);
     free(out32);
     if (rc) fprintf(stderr, "chat: %s\n", err);
-    fprintf(stderr, "chat: %d prompt tokens, %d new tokens in %.2f s (%.1f tok/s)\n", plen, len,
-            dt, dt > 0 ? (plen + len) / dt : 0.0);
+    fprintf(stderr, "chat: %d prompt tokens, %d new tokens in %.2f s (%.1f tokens/s, both)\n",
+            plen, len, dt, dt > 0 ? (plen + len) / dt : 0.0);
 done:
     free(toks);
     free(logp);
