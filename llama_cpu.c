@@ -70,7 +70,7 @@ void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *w, 
 static void rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp,
                              const float *w, const float *rstd, size_t N, int C,
                              float *partial) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (N * C >= PAR_MIN)
     for (int ch = 0; ch < NCHUNK; ch++) {
         float *pw = partial + (size_t)ch * C;
         memset(pw, 0, sizeof(float) * (size_t)C);
@@ -169,7 +169,9 @@ static void attention_forward(float *out, float *lse, const float *q, const floa
                               float *scratch, int nthreads) {
     int C = NH * hs, KVd = KV * hs, grp = NH / KV;
     float scale = 1.0f / sqrtf((float)hs);
-#pragma omp parallel for collapse(2) schedule(static) num_threads(nthreads)
+    size_t work = (size_t)B * NH * T * T * hs;  // multiply-adds, twice
+#pragma omp parallel for collapse(2) schedule(static) num_threads(nthreads) \
+    if (work >= MATMUL_PAR_MIN)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++) {
             const float *qh = q + (size_t)b * T * C + (size_t)h * hs;
@@ -201,7 +203,9 @@ static void attention_backward(float *dq, float *dk, float *dv, const float *dou
                                int nthreads) {
     int C = NH * hs, KVd = KV * hs, grp = NH / KV;
     float scale = 1.0f / sqrtf((float)hs);
-#pragma omp parallel for collapse(2) schedule(static) num_threads(nthreads)
+    size_t work = (size_t)B * NH * T * T * hs;
+#pragma omp parallel for collapse(2) schedule(static) num_threads(nthreads) \
+    if (work >= MATMUL_PAR_MIN)
     for (int b = 0; b < B; b++)
         for (int g = 0; g < KV; g++) {
             size_t kvo = (size_t)b * T * KVd + (size_t)g * hs;
@@ -251,7 +255,7 @@ static void attention_backward(float *dq, float *dk, float *dv, const float *dou
 // Token embedding backward: several positions share a token, so split the channels.
 static void embedding_backward(float *dwte, const float *dout, const int *tokens, size_t R,
                                int C) {
-#pragma omp parallel
+#pragma omp parallel if (R * C >= PAR_MIN)
     {
         size_t c0, c1;
         thread_range((size_t)C, &c0, &c1);
@@ -440,85 +444,56 @@ static void llama_zero_grad(Model *m) { memset(m->grads, 0, m->nparams * sizeof(
 // Forward
 // ---------------------------------------------------------------------------------------------
 
-static int llama_forward(Model *m, const int *tokens, const int *targets, int B, int T,
-                         float *logp, float *entropy) {
+// One block on the R = B*T rows of m->resid[l] (llama.h's equations); writes the next block's
+// input (or xL after the last block) and keeps what backward needs.
+static void block_forward(struct Model *m, int l, int B, int T) {
     const ModelConfig *cfg = &m->cfg;
-    int C = cfg->C, NH = cfg->NH, KV = cfg->n_kv_heads, V = cfg->V, L = cfg->L, F = cfg->ffn;
-    int hs = C / NH, KVd = KV * hs;
-    float eps = cfg->norm_eps;
-    m->B = 0;
-    if (B < 1 || B > m->maxB || T < 1 || T > cfg->maxT || !tokens || !targets || !logp) {
-        fprintf(stderr, "llama forward: bad arguments B=%d (maxB %d) T=%d (maxT %d)\n", B,
-                m->maxB, T, cfg->maxT);
-        return -1;
-    }
-    size_t R = (size_t)B * T, RC = R * C, RK = R * KVd, RF = R * F;
-    for (size_t i = 0; i < R; i++)
-        if (tokens[i] < 0 || tokens[i] >= V || targets[i] >= V) {
-            fprintf(stderr, "llama forward: token %d / target %d at %zu outside [0, %d)\n",
-                    tokens[i], targets[i], i, V);
-            return -1;
-        }
-    int N = 0;
-    for (size_t i = 0; i < R; i++) N += targets[i] >= 0;
-    if (ensure_activations(m, B, T) != 0) return -1;
-    if ((size_t)N > m->logit_rows) {
-        free(m->logits);
-        m->logit_rows = 0;
-        m->logits = llama_xcalloc((size_t)N * V, sizeof(float), "logits");
-        if (!m->logits) return -1;
-        m->logit_rows = (size_t)N;
-    }
-    memcpy(m->tokens, tokens, R * sizeof(int));
-    memcpy(m->targets, targets, R * sizeof(int));
-    for (size_t i = 0; i < R; i++) m->pos[i] = (int)(i % (size_t)T);
     const LlamaParams *p = &m->p;
-
-#pragma omp parallel for schedule(static) if (RC >= PAR_MIN)
-    for (size_t i = 0; i < R; i++)
-        memcpy(m->resid + i * C, p->wte + (size_t)tokens[i] * C, sizeof(float) * C);
-    for (int l = 0; l < L; l++) {
-        float *x = m->resid + l * RC, *an = m->an + l * RC, *q = m->q + l * RC;
-        float *k = m->k + l * RK, *v = m->v + l * RK, *atty = m->atty + l * RC;
-        float *res2 = m->res2 + l * RC, *mn = m->mn + l * RC;
-        float *gate = m->gate + l * RF, *up = m->up + l * RF;
-        float *out = l + 1 < L ? m->resid + (l + 1) * RC : m->xL;
-        size_t lc = (size_t)l * C, lq = lc * C, lk = (size_t)l * KVd * C, lf = (size_t)l * F * C;
-        rmsnorm_forward(an, m->arstd + l * R, x, p->attn_norm + lc, R, C, eps);
-        matmul_forward(q, an, p->wq + lq, cfg->qkv_bias ? p->bq + lc : NULL, (int)R, C, C);
-        matmul_forward(k, an, p->wk + lk, cfg->qkv_bias ? p->bk + (size_t)l * KVd : NULL, (int)R,
-                       C, KVd);
-        matmul_forward(v, an, p->wv + lk, cfg->qkv_bias ? p->bv + (size_t)l * KVd : NULL, (int)R,
-                       C, KVd);
-        rope_forward(q, m->pos, R, NH, hs, cfg->rope_dim, m->rope_cos, m->rope_sin);
-        rope_forward(k, m->pos, R, KV, hs, cfg->rope_dim, m->rope_cos, m->rope_sin);
-        attention_forward(atty, m->att_lse + l * R * NH, q, k, v, B, T, NH, KV, hs,
-                          m->att_scratch, m->nthreads);
-        matmul_forward(m->dbuf, atty, p->wo + lq, NULL, (int)R, C, C);
+    int C = cfg->C, NH = cfg->NH, KV = cfg->n_kv_heads, F = cfg->ffn, hs = C / NH, KVd = KV * hs;
+    size_t R = (size_t)B * T, RC = R * C, RK = R * KVd, RF = R * F;
+    float *x = m->resid + l * RC, *an = m->an + l * RC, *q = m->q + l * RC;
+    float *k = m->k + l * RK, *v = m->v + l * RK, *atty = m->atty + l * RC;
+    float *res2 = m->res2 + l * RC, *mn = m->mn + l * RC;
+    float *gate = m->gate + l * RF, *up = m->up + l * RF;
+    float *out = l + 1 < cfg->L ? m->resid + (l + 1) * RC : m->xL;
+    size_t lc = (size_t)l * C, lq = lc * C, lk = (size_t)l * KVd * C, lf = (size_t)l * F * C;
+    int bias = cfg->qkv_bias;
+    rmsnorm_forward(an, m->arstd + l * R, x, p->attn_norm + lc, R, C, cfg->norm_eps);
+    matmul_forward(q, an, p->wq + lq, bias ? p->bq + lc : NULL, (int)R, C, C);
+    matmul_forward(k, an, p->wk + lk, bias ? p->bk + (size_t)l * KVd : NULL, (int)R, C, KVd);
+    matmul_forward(v, an, p->wv + lk, bias ? p->bv + (size_t)l * KVd : NULL, (int)R, C, KVd);
+    rope_forward(q, m->pos, R, NH, hs, cfg->rope_dim, m->rope_cos, m->rope_sin);
+    rope_forward(k, m->pos, R, KV, hs, cfg->rope_dim, m->rope_cos, m->rope_sin);
+    attention_forward(atty, m->att_lse + l * R * NH, q, k, v, B, T, NH, KV, hs, m->att_scratch,
+                      m->nthreads);
+    matmul_forward(m->dbuf, atty, p->wo + lq, NULL, (int)R, C, C);
 #pragma omp parallel for simd schedule(static) if (RC >= PAR_MIN)
-        for (size_t i = 0; i < RC; i++) res2[i] = x[i] + m->dbuf[i];
-        rmsnorm_forward(mn, m->mrstd + l * R, res2, p->mlp_norm + lc, R, C, eps);
-        matmul_forward(gate, mn, p->w_gate + lf, NULL, (int)R, C, F);
-        matmul_forward(up, mn, p->w_up + lf, NULL, (int)R, C, F);
-        swiglu_forward(m->hF, gate, up, RF);
-        matmul_forward(m->dbuf, m->hF, p->w_down + lf, NULL, (int)R, F, C);
+    for (size_t i = 0; i < RC; i++) res2[i] = x[i] + m->dbuf[i];
+    rmsnorm_forward(mn, m->mrstd + l * R, res2, p->mlp_norm + lc, R, C, cfg->norm_eps);
+    matmul_forward(gate, mn, p->w_gate + lf, NULL, (int)R, C, F);
+    matmul_forward(up, mn, p->w_up + lf, NULL, (int)R, C, F);
+    swiglu_forward(m->hF, gate, up, RF);
+    matmul_forward(m->dbuf, m->hF, p->w_down + lf, NULL, (int)R, F, C);
 #pragma omp parallel for simd schedule(static) if (RC >= PAR_MIN)
-        for (size_t i = 0; i < RC; i++) out[i] = res2[i] + m->dbuf[i];
-    }
+    for (size_t i = 0; i < RC; i++) out[i] = res2[i] + m->dbuf[i];
+}
 
-    // LM head only on rows with a target: gather them into a compact (N, C) matrix.
-    N = 0;
+// Final RMSNorm and lm head on the rows with a target only (gathered into (N, C)); logp and
+// entropy per position (0 where there is no target).
+static void head_forward(struct Model *m, const int *targets, size_t R, float *logp,
+                         float *entropy) {
+    int C = m->cfg.C, V = m->cfg.V, N = 0;
     for (size_t i = 0; i < R; i++)
         if (targets[i] >= 0) m->head_rows[N++] = (int)i;
     m->N = N;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)N * C >= PAR_MIN)
     for (int i = 0; i < N; i++)
         memcpy(m->head_x + (size_t)i * C, m->xL + (size_t)m->head_rows[i] * C, sizeof(float) * C);
-    rmsnorm_forward(m->head_in, m->hrstd, m->head_x, p->norm_f, (size_t)N, C, eps);
+    rmsnorm_forward(m->head_in, m->hrstd, m->head_x, m->p.norm_f, (size_t)N, C, m->cfg.norm_eps);
     if (N > 0) matmul_forward(m->logits, m->head_in, llama_out_weight(m), NULL, N, C, V);
     memset(logp, 0, R * sizeof(float));
     if (entropy) memset(entropy, 0, R * sizeof(float));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)N * V >= PAR_MIN)
     for (int i = 0; i < N; i++) {
         const float *z = m->logits + (size_t)i * V;
         int row = m->head_rows[i];
@@ -527,6 +502,43 @@ static int llama_forward(Model *m, const int *tokens, const int *targets, int B,
         logp[row] = z[targets[row]] - lse;
         if (entropy) entropy[row] = row_entropy(z, V, lse);
     }
+}
+
+static int llama_forward(Model *m, const int *tokens, const int *targets, int B, int T,
+                         float *logp, float *entropy) {
+    const ModelConfig *cfg = &m->cfg;
+    int C = cfg->C, V = cfg->V;
+    m->B = 0;
+    if (B < 1 || B > m->maxB || T < 1 || T > cfg->maxT || !tokens || !targets || !logp) {
+        fprintf(stderr, "llama forward: bad arguments B=%d (maxB %d) T=%d (maxT %d)\n", B,
+                m->maxB, T, cfg->maxT);
+        return -1;
+    }
+    size_t R = (size_t)B * T, N = 0;
+    for (size_t i = 0; i < R; i++) {
+        if (tokens[i] < 0 || tokens[i] >= V || targets[i] >= V) {
+            fprintf(stderr, "llama forward: token %d / target %d at %zu outside [0, %d)\n",
+                    tokens[i], targets[i], i, V);
+            return -1;
+        }
+        N += targets[i] >= 0;
+    }
+    if (ensure_activations(m, B, T) != 0) return -1;
+    if (N > m->logit_rows) {  // logits (N, V): grown like the activations
+        free(m->logits);
+        m->logit_rows = 0;
+        m->logits = llama_xcalloc(N * V, sizeof(float), "logits");
+        if (!m->logits) return -1;
+        m->logit_rows = N;
+    }
+    memcpy(m->tokens, tokens, R * sizeof(int));
+    memcpy(m->targets, targets, R * sizeof(int));
+    for (size_t i = 0; i < R; i++) m->pos[i] = (int)(i % (size_t)T);
+#pragma omp parallel for schedule(static) if (R * C >= PAR_MIN)
+    for (size_t i = 0; i < R; i++)
+        memcpy(m->resid + i * C, m->p.wte + (size_t)tokens[i] * C, sizeof(float) * C);
+    for (int l = 0; l < cfg->L; l++) block_forward(m, l, B, T);
+    head_forward(m, targets, R, logp, entropy);
     m->B = B;
     m->T = T;
     return 0;
@@ -556,7 +568,7 @@ static int head_backward(struct Model *m, const float *dlogp, const float *dentr
         int ns = M - s0 < HEAD_CHUNK ? M - s0 : HEAD_CHUNK;
         // With p = softmax(z), y the target: d logp_y / dz_j = [j == y] - p_j;
         // dH / dz_j = -p_j (log p_j + H).
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)ns * V >= PAR_MIN)
         for (int s = 0; s < ns; s++) {
             int i = m->sel[s0 + s], row = m->head_rows[i];
             const float *z = m->logits + (size_t)i * V;
@@ -582,58 +594,61 @@ static int head_backward(struct Model *m, const float *dlogp, const float *dentr
     rmsnorm_backward(m->dbuf2, m->g.norm_f, dhead, m->head_x, m->p.norm_f, m->hrstd, (size_t)N,
                      C, m->norm_partial);
     memset(m->dres, 0, sizeof(float) * RC);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)N * C >= PAR_MIN)
     for (int i = 0; i < N; i++)
         memcpy(m->dres + (size_t)m->head_rows[i] * C, m->dbuf2 + (size_t)i * C,
                sizeof(float) * C);
     return M;
 }
 
-static void llama_backward(Model *m, const float *dlogp, const float *dentropy) {
+// One block backward: m->dres holds d(block output) on entry and d(block input) on exit;
+// weight gradients accumulate.
+static void block_backward(struct Model *m, int l) {
     const ModelConfig *cfg = &m->cfg;
-    int C = cfg->C, NH = cfg->NH, KV = cfg->n_kv_heads, L = cfg->L, F = cfg->ffn;
-    int B = m->B, T = m->T, hs = C / NH, KVd = KV * hs;
-    if (B == 0) {
+    const LlamaParams *p = &m->p, *g = &m->g;
+    int C = cfg->C, NH = cfg->NH, KV = cfg->n_kv_heads, F = cfg->ffn, hs = C / NH, KVd = KV * hs;
+    int B = m->B, T = m->T, bias = cfg->qkv_bias;
+    size_t R = (size_t)B * T, RC = R * C, RK = R * KVd, RF = R * F;
+    const float *x = m->resid + l * RC, *an = m->an + l * RC, *q = m->q + l * RC;
+    const float *k = m->k + l * RK, *v = m->v + l * RK, *atty = m->atty + l * RC;
+    const float *res2 = m->res2 + l * RC, *mn = m->mn + l * RC;
+    const float *gate = m->gate + l * RF, *up = m->up + l * RF;
+    size_t lc = (size_t)l * C, lq = lc * C, lk = (size_t)l * KVd * C, lf = (size_t)l * F * C;
+    // out = res2 + Wdown (silu(Wgate mn) * (Wup mn)), mn = rmsnorm(res2): dres is d out.
+    swiglu_forward(m->hF, gate, up, RF);  // recomputed rather than stored
+    matmul_backward(m->dF, g->w_down + lf, NULL, m->dres, m->hF, p->w_down + lf, (int)R, F, C);
+    swiglu_backward(m->dF, m->hF, gate, up, RF);  // dF = d gate, hF = d up
+    matmul_backward(m->dbuf, g->w_gate + lf, NULL, m->dF, mn, p->w_gate + lf, (int)R, C, F);
+    matmul_backward(m->dbuf2, g->w_up + lf, NULL, m->hF, mn, p->w_up + lf, (int)R, C, F);
+    add_inplace(m->dbuf, m->dbuf2, RC);
+    rmsnorm_backward(m->dres, g->mlp_norm + lc, m->dbuf, res2, p->mlp_norm + lc,
+                     m->mrstd + l * R, R, C, m->norm_partial);
+    // res2 = x + Wo attention(rope(Wq an + bq), rope(Wk an + bk), Wv an + bv): dres is d res2.
+    matmul_backward(m->dbuf, g->wo + lq, NULL, m->dres, atty, p->wo + lq, (int)R, C, C);
+    attention_backward(m->dq, m->dk, m->dv, m->dbuf, q, k, v, m->att_lse + l * R * NH, B, T, NH,
+                       KV, hs, m->att_scratch, m->nthreads);
+    rope_backward(m->dq, m->pos, R, NH, hs, cfg->rope_dim, m->rope_cos, m->rope_sin);
+    rope_backward(m->dk, m->pos, R, KV, hs, cfg->rope_dim, m->rope_cos, m->rope_sin);
+    matmul_backward(m->dbuf, g->wq + lq, bias ? g->bq + lc : NULL, m->dq, an, p->wq + lq, (int)R,
+                    C, C);
+    matmul_backward(m->dbuf2, g->wk + lk, bias ? g->bk + (size_t)l * KVd : NULL, m->dk, an,
+                    p->wk + lk, (int)R, C, KVd);
+    add_inplace(m->dbuf, m->dbuf2, RC);
+    matmul_backward(m->dbuf2, g->wv + lk, bias ? g->bv + (size_t)l * KVd : NULL, m->dv, an,
+                    p->wv + lk, (int)R, C, KVd);
+    add_inplace(m->dbuf, m->dbuf2, RC);
+    rmsnorm_backward(m->dres, g->attn_norm + lc, m->dbuf, x, p->attn_norm + lc, m->arstd + l * R,
+                     R, C, m->norm_partial);
+}
+
+static void llama_backward(Model *m, const float *dlogp, const float *dentropy) {
+    if (m->B == 0) {
         fprintf(stderr, "llama backward: no forward to differentiate (ignored)\n");
         return;
     }
     if (head_backward(m, dlogp, dentropy) == 0) return;
-    const LlamaParams *p = &m->p, *g = &m->g;
-    size_t R = (size_t)B * T, RC = R * C, RK = R * KVd, RF = R * F;
-    for (int l = L - 1; l >= 0; l--) {
-        const float *x = m->resid + l * RC, *an = m->an + l * RC, *q = m->q + l * RC;
-        const float *k = m->k + l * RK, *v = m->v + l * RK, *atty = m->atty + l * RC;
-        const float *res2 = m->res2 + l * RC, *mn = m->mn + l * RC;
-        const float *gate = m->gate + l * RF, *up = m->up + l * RF;
-        size_t lc = (size_t)l * C, lq = lc * C, lk = (size_t)l * KVd * C, lf = (size_t)l * F * C;
-        // out = res2 + Wdown (silu(Wgate mn) * (Wup mn)), mn = rmsnorm(res2): dres is d out.
-        swiglu_forward(m->hF, gate, up, RF);  // recomputed rather than stored
-        matmul_backward(m->dF, g->w_down + lf, NULL, m->dres, m->hF, p->w_down + lf, (int)R, F, C);
-        swiglu_backward(m->dF, m->hF, gate, up, RF);  // dF = d gate, hF = d up
-        matmul_backward(m->dbuf, g->w_gate + lf, NULL, m->dF, mn, p->w_gate + lf, (int)R, C, F);
-        matmul_backward(m->dbuf2, g->w_up + lf, NULL, m->hF, mn, p->w_up + lf, (int)R, C, F);
-        add_inplace(m->dbuf, m->dbuf2, RC);
-        rmsnorm_backward(m->dres, g->mlp_norm + lc, m->dbuf, res2, p->mlp_norm + lc,
-                         m->mrstd + l * R, R, C, m->norm_partial);
-        // res2 = x + Wo attention(rope(Wq an + bq), rope(Wk an + bk), Wv an + bv): dres is d res2.
-        matmul_backward(m->dbuf, g->wo + lq, NULL, m->dres, atty, p->wo + lq, (int)R, C, C);
-        attention_backward(m->dq, m->dk, m->dv, m->dbuf, q, k, v, m->att_lse + l * R * NH, B, T,
-                           NH, KV, hs, m->att_scratch, m->nthreads);
-        rope_backward(m->dq, m->pos, R, NH, hs, cfg->rope_dim, m->rope_cos, m->rope_sin);
-        rope_backward(m->dk, m->pos, R, KV, hs, cfg->rope_dim, m->rope_cos, m->rope_sin);
-        int bias = cfg->qkv_bias;
-        matmul_backward(m->dbuf, g->wq + lq, bias ? g->bq + lc : NULL, m->dq, an, p->wq + lq,
-                        (int)R, C, C);
-        matmul_backward(m->dbuf2, g->wk + lk, bias ? g->bk + (size_t)l * KVd : NULL, m->dk, an,
-                        p->wk + lk, (int)R, C, KVd);
-        add_inplace(m->dbuf, m->dbuf2, RC);
-        matmul_backward(m->dbuf2, g->wv + lk, bias ? g->bv + (size_t)l * KVd : NULL, m->dv, an,
-                        p->wv + lk, (int)R, C, KVd);
-        add_inplace(m->dbuf, m->dbuf2, RC);
-        rmsnorm_backward(m->dres, g->attn_norm + lc, m->dbuf, x, p->attn_norm + lc,
-                         m->arstd + l * R, R, C, m->norm_partial);
-    }
-    embedding_backward(g->wte, m->dres, m->tokens, R, C);
+    for (int l = m->cfg.L - 1; l >= 0; l--) block_backward(m, l);
+    embedding_backward(m->g.wte, m->dres, m->tokens, (size_t)m->B * m->T, m->cfg.C);
 }
 
 // ---------------------------------------------------------------------------------------------

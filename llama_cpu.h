@@ -87,7 +87,9 @@ struct Model {
 };
 
 #define ATT_QB 32      // queries per attention block (training forward/backward)
-#define HEAD_CHUNK 64  // lm-head rows per backward chunk (bounds dlogits to HEAD_CHUNK x V)
+// lm-head rows per backward chunk: bounds dlogits to HEAD_CHUNK x V (48 MB at V = 49,152)
+// while keeping the weight-gradient sgemm deep enough that dW (V x C) is not re-streamed often.
+#define HEAD_CHUNK 256
 
 void *llama_xcalloc(size_t n, size_t size, const char *what);
 

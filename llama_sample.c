@@ -97,11 +97,15 @@ static void infer_forward(void *ctx, const int *tokens, int n, const int *qoff, 
     const LlamaParams *p = &m->p;
     size_t R = (size_t)qoff[n];
     int *ipos = m->ipos, *irow = m->ipos + (size_t)m->maxB * maxT;  // (R) position, row
-    for (int r = 0; r < n; r++)
+    size_t att_work = 0;  // attention multiply-adds (x2) of this call, to decide on threads
+    for (int r = 0; r < n; r++) {
         for (int i = qoff[r]; i < qoff[r + 1]; i++) {
             irow[i] = r;
             ipos[i] = start[r] + (i - qoff[r]);
         }
+        size_t tq = (size_t)(qoff[r + 1] - qoff[r]);
+        att_work += tq * ((size_t)start[r] + tq) * (size_t)NH * hs;
+    }
 #pragma omp parallel for schedule(static) if (R * C >= PAR_MIN)
     for (size_t i = 0; i < R; i++)
         memcpy(m->ix + i * C, p->wte + (size_t)tokens[i] * C, sizeof(float) * C);
@@ -126,7 +130,8 @@ static void infer_forward(void *ctx, const int *tokens, int n, const int *qoff, 
                 memcpy(vc + at, m->iv + i * KVd + (size_t)h * hs, sizeof(float) * hs);
             }
         // Rows differ in length: dynamic schedule over (row, query head).
-#pragma omp parallel for collapse(2) schedule(dynamic) num_threads(m->nthreads)
+#pragma omp parallel for collapse(2) schedule(dynamic) num_threads(m->nthreads) \
+    if (att_work >= MATMUL_PAR_MIN)
         for (int r = 0; r < n; r++)
             for (int h = 0; h < NH; h++) {
                 size_t kvo = ((size_t)slot[r] * KV + (size_t)(h / grp)) * maxT * hs;

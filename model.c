@@ -159,7 +159,7 @@ void matmul_reference(float *out, const float *inp, const float *weight, const f
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias, int N,
                     int IC, int OC) {
     int by_rows = split_rows(N);
-#pragma omp parallel
+#pragma omp parallel if ((size_t)N * IC * OC >= MATMUL_PAR_MIN)
     {
         size_t lo, hi;
         thread_range(by_rows ? (size_t)N : (size_t)OC, &lo, &hi);
@@ -182,7 +182,7 @@ void matmul_forward(float *out, const float *inp, const float *weight, const flo
 void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                      const float *inp, const float *weight, int N, int IC, int OC) {
     int by_rows = split_rows(N);
-#pragma omp parallel
+#pragma omp parallel if ((size_t)N * IC * OC >= MATMUL_PAR_MIN)
     {
         size_t lo, hi;
         if (dinp) {
@@ -898,22 +898,42 @@ static void sift_down(int *h, int start, int end, const float *p) {
 }
 
 int sample_top_p(const float *probs, int V, float top_p, int *keep) {
-    for (int i = 0; i < V; i++) keep[i] = i;
-    if (top_p >= 1.0f) return V;
-    // Heapsort: in place, O(V log V), no allocation, no comparator context needed.
-    for (int s = V / 2 - 1; s >= 0; s--) sift_down(keep, s, V - 1, probs);
-    for (int end = V - 1; end > 0; end--) {
+    if (top_p >= 1.0f) {
+        for (int i = 0; i < V; i++) keep[i] = i;
+        return V;
+    }
+    // The nucleus is a prefix of the order "most probable first", so it lies inside any set
+    // {p >= thr} whose mass already reaches top_p. Gather such a set (thresholds max/64,
+    // max/64^2, ... until the mass is enough) and sort only it: a large vocabulary (49,152
+    // tokens) then sorts tens of candidates, not every id. Same result as sorting all V.
+    float mx = 0.0f;
+    for (int i = 0; i < V; i++) mx = probs[i] > mx ? probs[i] : mx;
+    int n = 0;
+    for (float thr = mx / 64.0f;; thr /= 64.0f) {
+        double mass = 0.0;
+        n = 0;
+        for (int i = 0; i < V; i++)
+            if (probs[i] >= thr) {
+                keep[n++] = i;
+                mass += probs[i];
+            }
+        // The margin covers the rounding of summing in id order rather than sorted order.
+        if (mass >= (double)top_p + 1e-9 || n == V || thr == 0.0f) break;
+    }
+    // Heapsort: in place, O(n log n), no allocation, no comparator context needed.
+    for (int s = n / 2 - 1; s >= 0; s--) sift_down(keep, s, n - 1, probs);
+    for (int end = n - 1; end > 0; end--) {
         int t = keep[0];
         keep[0] = keep[end];
         keep[end] = t;
         sift_down(keep, 0, end - 1, probs);
     }
     double mass = 0.0;
-    for (int k = 0; k < V; k++) {
+    for (int k = 0; k < n; k++) {
         mass += probs[keep[k]];
         if (mass >= (double)top_p) return k + 1;
     }
-    return V;
+    return n;
 }
 
 static int alloc_sampling(Model *m) {

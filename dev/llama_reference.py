@@ -11,10 +11,18 @@
     sum dlogp*logp + dentropy*entropy; rows with target < 0 left out), grad_norm[3], and the
     parameters after 3 AdamW steps on that loss (global-norm clip, decay on the matrices:
     LLAMA_TENSOR_DECAY). Everything in float64: the exact answer the float32 C code is held to.
+
+  /usr/bin/python3 dev/llama_reference.py --bench [-L 30] [-B 4] [-T 256] [--decode-B 16]
+                                                  [--prompt 64] [--new 64] [--only train|decode]
+    float32, torch.set_num_threads(cores), SmolLM2-135M's shape with random weights: prints
+    `bench torch_llama_train_tok_s X` (forward + backward + AdamW), `..._prefill_tok_s` and
+    `..._decode_tok_s` (KV cache, multinomial sampling): the same work as dev/bench_llama.c,
+    timed the same way (best of 2 windows of >= 1 s).
 """
 import os
 import struct
 import sys
+import time
 
 import numpy as np
 import torch
@@ -74,7 +82,7 @@ def rope(x, c):
     i = torch.arange(h2, dtype=torch.float64)
     theta = float(c["rope_base"]) ** (-2.0 * i / rd)
     ang = torch.arange(T, dtype=torch.float64)[:, None] * theta[None, :]
-    cos, sin = ang.cos(), ang.sin()
+    cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
     x1, x2, rest = x[..., :h2], x[..., h2:rd], x[..., rd:]
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin, rest], dim=-1)
 
@@ -158,8 +166,114 @@ def check(d):
             f.write(t.numpy().astype(np.float64).tobytes())
 
 
+def bench(argv):
+    opts = {"-L": 30, "-B": 4, "-T": 256, "--decode-B": 16, "--prompt": 64, "--new": 64}
+    only = ""
+    i = 0
+    while i < len(argv) - 1:
+        if argv[i] == "--only":
+            only = argv[i + 1]
+        elif argv[i] in opts:
+            opts[argv[i]] = int(argv[i + 1])
+        else:
+            sys.exit(f"unknown flag {argv[i]}")
+        i += 2
+    L, B, T, DB, prompt, new = (opts[k] for k in ("-L", "-B", "-T", "--decode-B", "--prompt", "--new"))
+    c = dict(V=49152, maxT=max(T, prompt + new), L=L, NH=9, C=576, KV=3, F=1536, rope_dim=64,
+             rope_base=100000.0, eps=1e-5, tied=1, bias=0)
+    torch.set_num_threads(os.cpu_count() or 1)
+    torch.manual_seed(0)
+    P = {}
+    for k, shp in shapes(c).items():
+        t = torch.ones(shp) if k in ("attn_norm", "mlp_norm", "norm_f") else torch.randn(shp) * 0.02
+        P[k] = t.requires_grad_(True)
+    live = [P[k] for k in NAMES if P[k].numel() > 0]
+    opt = torch.optim.AdamW(live, lr=1e-5)
+
+    def timed(fn, min_s=1.0):
+        fn()
+        best = float("inf")
+        for _ in range(2):
+            n, t0 = 0, time.perf_counter()
+            while True:
+                fn()
+                n += 1
+                dt = time.perf_counter() - t0
+                if dt >= min_s:
+                    break
+            best = min(best, dt / n)
+        return best
+
+    print(f"bench torch_llama_config L={L} B={B} T={T} decode_B={DB} prompt={prompt} new={new} "
+          f"threads={torch.get_num_threads()}", flush=True)
+    if only != "decode":
+        tokens = torch.randint(0, c["V"], (B, T))
+        targets = torch.randint(0, c["V"], (B, T))
+
+        def train_step():
+            opt.zero_grad()
+            lp = torch.log_softmax(logits_of(P, tokens, c), dim=-1)
+            (-lp.gather(-1, targets.unsqueeze(-1)).mean()).backward()
+            torch.nn.utils.clip_grad_norm_(live, 1.0)
+            opt.step()
+        print(f"bench torch_llama_train_tok_s {B * T / timed(train_step):.1f}", flush=True)
+    if only == "train":
+        return
+    C, NH, KV, eps = c["C"], c["NH"], c["KV"], c["eps"]
+    hs, maxT = C // NH, c["maxT"]
+    prompts = torch.randint(0, c["V"], (DB, prompt))
+    h2 = c["rope_dim"] // 2
+    theta = c["rope_base"] ** (-2.0 * torch.arange(h2, dtype=torch.float64) / c["rope_dim"])
+    ang = torch.arange(maxT, dtype=torch.float64)[:, None] * theta[None, :]
+    cos_t, sin_t = ang.cos().float(), ang.sin().float()
+
+    def rope_at(x, pos0):  # x (B, H, n, hs)
+        n = x.shape[2]
+        cs, sn = cos_t[pos0:pos0 + n], sin_t[pos0:pos0 + n]
+        x1, x2, rest = x[..., :h2], x[..., h2:2 * h2], x[..., 2 * h2:]
+        return torch.cat([x1 * cs - x2 * sn, x2 * cs + x1 * sn, rest], dim=-1)
+
+    @torch.no_grad()
+    def generate(max_new):
+        kc = torch.zeros(L, DB, KV, maxT, hs)
+        vc = torch.zeros(L, DB, KV, maxT, hs)
+        g = torch.Generator().manual_seed(1)
+
+        def step(tok, pos0):  # tok (DB, n) at positions pos0.. -> last logits (DB, V)
+            n = tok.shape[1]
+            end = pos0 + n
+            mask = torch.ones(n, end, dtype=torch.bool).tril(diagonal=pos0)
+            x = P["wte"][tok]
+            for l in range(L):
+                h = rmsnorm(x, P["attn_norm"][l], eps)
+                q = rope_at((h @ P["wq"][l].T).reshape(DB, n, NH, hs).transpose(1, 2), pos0)
+                k = rope_at((h @ P["wk"][l].T).reshape(DB, n, KV, hs).transpose(1, 2), pos0)
+                kc[l, :, :, pos0:end] = k
+                vc[l, :, :, pos0:end] = (h @ P["wv"][l].T).reshape(DB, n, KV, hs).transpose(1, 2)
+                kk = kc[l, :, :, :end].repeat_interleave(NH // KV, dim=1)
+                vv = vc[l, :, :, :end].repeat_interleave(NH // KV, dim=1)
+                att = (q @ kk.transpose(-2, -1)) / (hs ** 0.5)
+                att = att.masked_fill(~mask, float("-inf")).softmax(-1)
+                x = x + (att @ vv).transpose(1, 2).reshape(DB, n, C) @ P["wo"][l].T
+                h = rmsnorm(x, P["mlp_norm"][l], eps)
+                x = x + (torch.nn.functional.silu(h @ P["w_gate"][l].T) * (h @ P["w_up"][l].T)) @ \
+                    P["w_down"][l].T
+            return rmsnorm(x[:, -1], P["norm_f"], eps) @ P["wte"].T
+
+        logits = step(prompts, 0)
+        for k in range(max_new):
+            tok = torch.multinomial(logits.softmax(-1), 1, generator=g)
+            if k + 1 < max_new:
+                logits = step(tok, prompt + k)
+
+    print(f"bench torch_llama_prefill_tok_s {DB * prompt / timed(lambda: generate(1)):.1f}", flush=True)
+    print(f"bench torch_llama_decode_tok_s {DB * new / timed(lambda: generate(new)):.1f}", flush=True)
+
+
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "check":
+    if len(sys.argv) >= 2 and sys.argv[1] == "--bench":
+        bench(sys.argv[2:])
+    elif len(sys.argv) == 3 and sys.argv[1] == "check":
         check(sys.argv[2])
     else:
         sys.exit(__doc__)

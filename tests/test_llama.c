@@ -165,6 +165,54 @@ static void test_finite_differences(int variant) {
     BE->destroy(m);
 }
 
+// The gradient of a batch is the sum of its halves' gradients. With 4 x 100 rows the lm head's
+// backward runs in two chunks of HEAD_CHUNK (256) rows, each half in one: checks the chunking
+// and that nothing leaks between batch rows.
+static void test_batch_split(int variant) {
+    ModelConfig cfg = tiny_config(variant, 100);
+    enum { B = 4, T = 100, H = B / 2 };
+    Model *m = BE->create(&cfg, B, 2);
+    CHECK(m != NULL, "create");
+    if (!m) return;
+    random_params(m, &cfg, 41 + variant, 0.2f);
+    size_t n = BE->num_params(m);
+    static int tok[B * T], tgt[B * T];
+    static float a[B * T], e[B * T], lp[B * T], ent[B * T], lp2[B * T], ent2[B * T];
+    Rng r;
+    rng_seed(&r, 5);
+    for (int i = 0; i < B * T; i++) {
+        tok[i] = (int)rng_below(&r, (uint32_t)cfg.V);
+        tgt[i] = i % 11 == 4 ? -1 : (int)rng_below(&r, (uint32_t)cfg.V);
+        a[i] = 0.02f * rng_float(&r) - 0.01f;
+        e[i] = i % 3 ? 0.004f * rng_float(&r) - 0.002f : 0.0f;
+    }
+    float *g = fmalloc(n), *gh = fmalloc(n);
+    BE->zero_grad(m);
+    CHECK(BE->forward(m, tok, tgt, B, T, lp, ent) == 0, "forward");
+    BE->backward(m, a, e);
+    BE->get_grads(m, g);
+    BE->zero_grad(m);
+    for (int h = 0; h < 2; h++) {
+        size_t o = (size_t)h * H * T;
+        CHECK(BE->forward(m, tok + o, tgt + o, H, T, lp2 + o, ent2 + o) == 0, "half forward");
+        BE->backward(m, a + o, e + o);
+    }
+    BE->get_grads(m, gh);
+    double el = 0.0, eg = 0.0, gm = 0.0;
+    for (int i = 0; i < B * T; i++)
+        el = fmax(el, fmax(fabs(lp[i] - lp2[i]), fabs(ent[i] - ent2[i])));
+    for (size_t i = 0; i < n; i++) {
+        eg = fmax(eg, fabs(g[i] - gh[i]));
+        gm = fmax(gm, fabs(g[i]));
+    }
+    printf("%s: batch of 4 vs two halves: logp/entropy max diff %.3g (tol 1e-6), grads max diff "
+           "%.3g of max |g| %.3g (tol 3e-6 relative)\n", variant_name(variant), el, eg, gm);
+    CHECK(el <= 1e-6, "batch vs halves: logp diff %.3g", el);
+    CHECK(eg <= 3e-6 * gm, "batch vs halves: grad diff %.3g", eg);
+    free(g), free(gh);
+    BE->destroy(m);
+}
+
 // ---------------------------------------------------------------------------------------------
 // PyTorch cross-check (float64 reference of llama.h's equations), live.
 static int read_doubles(FILE *f, double *dst, size_t n) {
@@ -198,7 +246,7 @@ static double *run_reference(const ModelConfig *cfg, const float *params, int B,
     snprintf(cmd, sizeof cmd, "/usr/bin/python3 dev/llama_reference.py check %s", dir);
     int rc = wok ? system(cmd) : -1;
     CHECK(rc == 0, "PyTorch reference failed (rc %d): `%s` needs /usr/bin/python3 with torch "
-                   "(apt-get install python3-torch) and must run from the repository root", rc, cmd);
+          "(apt-get install python3-torch) and must run from the repository root", rc, cmd);
     size_t nout = 2 * R + 2 * n + 3;
     double *ref = calloc(nout, sizeof(double));
     snprintf(path, sizeof path, "%s/out.bin", dir);
@@ -383,9 +431,9 @@ static void test_sampling(int variant) {
         return;
     }
     random_params(m, &cfg, 31 + variant, 0.25f);
-    // Prompt 30 + 14 new: prefill and re-scoring forward span two attention blocks of 32.
-    enum { N = 6, STRIDE = 30, MAXNEW = 14 };
-    int plen[N] = {3, 9, 5, 1, 30, 7};
+    // Prompt 36 + 12 new: prefill and the re-scoring forward span two attention blocks of 32.
+    enum { N = 6, STRIDE = 36, MAXNEW = 12 };
+    int plen[N] = {3, 9, 5, 1, 36, 7};
     int prompts[N * STRIDE];
     Rng r;
     rng_seed(&r, 17);
@@ -395,7 +443,7 @@ static void test_sampling(int variant) {
     // Sampled at temperature 1, top-p 1: the logp are the model's own, so the forward agrees.
     Samples s1 = run_sample(m, prompts, STRIDE, plen, N, MAXNEW, 1.0f, 1.0f, NULL, 0, 42);
     double e1 = rescore(m, prompts, STRIDE, plen, &s1, cfg.maxT);
-    printf("%s: sampled (n=%d > maxB=%d, prompts 1..30): KV decode vs forward max |dlogp| %.3g "
+    printf("%s: sampled (n=%d > maxB=%d, prompts 1..36): KV decode vs forward max |dlogp| %.3g "
            "(tol 1e-5)\n", vn, N, maxB, e1);
     CHECK(e1 <= 1e-5, "sampled rescoring err %.3g", e1);
     int full = 1;
@@ -474,20 +522,33 @@ static void test_sampling(int variant) {
     {
         float temp = 0.7f, top_p = 0.6f;
         Samples sp = run_sample(m, prompts, STRIDE, plen, N, 4, temp, top_p, NULL, 0, 5);
+        // A second model with the same weights scores all V candidates of a step in one
+        // forward: row v has target v at the last position.
+        Model *wide = BE->create(&cfg, cfg.V, 8);
+        size_t np = BE->num_params(m);
+        float *pw = fmalloc(np);
+        BE->get_params(m, pw);
+        if (wide) BE->set_params(wide, pw);
+        free(pw);
+        enum { TW = STRIDE + 4 };
+        int *wt = calloc((size_t)cfg.V * TW, sizeof(int));
+        int *wg = calloc((size_t)cfg.V * TW, sizeof(int));
+        float *wl = fmalloc((size_t)cfg.V * TW);
         double worst = 0.0;
-        int inside = 1, tok[48], tgt[48], keep[37];
-        float lp[48], z[37], pr[37];
-        for (int i = 0; i < N; i++) {
+        int inside = 1, keep[37], checked = 0;
+        float z[37], pr[37];
+        for (int i = 0; i < N && wide && wt && wg; i++) {
             int pl = plen[i];
-            for (int t = 0; t < pl; t++) tok[t] = prompts[i * STRIDE + t];
             for (int k = 0; k < sp.len[i]; k++) {
                 int T = pl + k;
-                for (int v = 0; v < cfg.V; v++) {
-                    for (int t = 0; t < T; t++) tgt[t] = -1;
-                    tgt[T - 1] = v;
-                    BE->forward(m, tok, tgt, 1, T, lp, NULL);
-                    z[v] = lp[T - 1] / temp;
-                }
+                for (int v = 0; v < cfg.V; v++)
+                    for (int t = 0; t < T; t++) {
+                        wt[v * T + t] =
+                            t < pl ? prompts[i * STRIDE + t] : sp.tokens[i * 4 + t - pl];
+                        wg[v * T + t] = t == T - 1 ? v : -1;
+                    }
+                CHECK(BE->forward(wide, wt, wg, cfg.V, T, wl, NULL) == 0, "wide forward");
+                for (int v = 0; v < cfg.V; v++) z[v] = wl[v * T + T - 1] / temp;
                 float mx = z[0], s = 0.0f;
                 for (int v = 1; v < cfg.V; v++) mx = fmaxf(mx, z[v]);
                 for (int v = 0; v < cfg.V; v++) s += expf(z[v] - mx);
@@ -498,9 +559,12 @@ static void test_sampling(int variant) {
                 for (int j = 0; j < nk; j++) mass += pr[keep[j]], in |= keep[j] == tk;
                 inside &= in;
                 worst = fmax(worst, fabs(sp.logp[i * 4 + k] - (log(pr[tk]) - log(mass))));
-                tok[T] = tk;
+                checked++;
             }
         }
+        CHECK(checked == N * 4, "every tempered top-p sample checked (%d)", checked);
+        free(wt), free(wg), free(wl);
+        if (wide) BE->destroy(wide);
         printf("%s: temperature %.1f top-p %.1f: tokens inside the nucleus: %s; logp max abs "
                "err %.3g (tol 2e-5)\n", vn, temp, top_p, inside ? "yes" : "NO", worst);
         CHECK(inside, "sampled tokens inside the nucleus");
@@ -518,6 +582,58 @@ static void test_sampling(int variant) {
     }
     free_samples(&s1), free_samples(&s2), free_samples(&s3), free_samples(&g);
     BE->destroy(m);
+}
+
+// sample_top_p sorts only the tokens above a threshold: it must equal sorting all of them, on
+// a large vocabulary with peaked, flat and tied distributions.
+typedef struct {
+    float p;
+    int id;
+} ProbId;
+static int cmp_prob_id(const void *a, const void *b) {
+    const ProbId *x = a, *y = b;
+    if (x->p != y->p) return x->p > y->p ? -1 : 1;
+    return x->id - y->id;
+}
+
+static void test_top_p_large(void) {
+    enum { V = 5000 };
+    float *p = fmalloc(V);
+    int *keep = calloc(V, sizeof(int));
+    ProbId *ref = calloc(V, sizeof(ProbId));
+    Rng r;
+    rng_seed(&r, 99);
+    int ok = 1, cases = 0;
+    for (int c = 0; c < 24 && keep && ref; c++) {
+        double sum = 0.0;
+        float sharp = c % 3 == 0 ? 0.1f : c % 3 == 1 ? 3.0f : 8.0f;
+        for (int i = 0; i < V; i++) {
+            p[i] = expf(sharp * rng_normal(&r));
+            if (c % 4 == 3) p[i] = (float)(1 + rng_below(&r, 3));  // many ties
+            sum += p[i];
+        }
+        for (int i = 0; i < V; i++) p[i] = (float)(p[i] / sum);
+        float top_p = (float)(0.05 + 0.9 * rng_double(&r));
+        int k = sample_top_p(p, V, top_p, keep);
+        for (int i = 0; i < V; i++) ref[i] = (ProbId){p[i], i};
+        qsort(ref, V, sizeof(ProbId), cmp_prob_id);
+        double mass = 0.0;
+        int kr = V;
+        for (int i = 0; i < V; i++) {
+            mass += ref[i].p;
+            if (mass >= (double)top_p) {
+                kr = i + 1;
+                break;
+            }
+        }
+        int same = k == kr;
+        for (int i = 0; i < k && same; i++) same = keep[i] == ref[i].id;
+        ok &= same;
+        cases++;
+    }
+    CHECK(ok && cases == 24, "sample_top_p equals a full sort on %d distributions of %d tokens",
+          cases, V);
+    free(p), free(keep), free(ref);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -547,8 +663,10 @@ static void test_backend_choice(void) {
 
 int main(void) {
     test_backend_choice();
+    test_top_p_large();
     for (int v = 0; v < 2; v++) {
         test_finite_differences(v);
+        test_batch_split(v);
         test_sampling(v);
         test_pytorch(v);
     }
