@@ -27,7 +27,7 @@ TRAIN_SRC  := train.c
 GEN_SRC    := data/gen_episodes.c
 TESTS      := test_model test_memory test_env test_gen test_grpo test_train
 
-.PHONY: all help deps test test_asan test_kernels bench clean
+.PHONY: all help deps test test_asan test_kernels test_kernels_llama bench clean
 all: train_cpu gen_episodes
 
 help:
@@ -39,6 +39,8 @@ help:
 	@echo "make test_kernels   CUDA kernels on the CPU through dev/cuda_cpu.h vs model.c"
 	@echo "                    (CUDA_CPU_ORDER=fwd|rev|rand; make test_kernels_guard / _asan;"
 	@echo "                    make test_kernels_gpu: the same test built by nvcc for a real GPU)"
+	@echo "make test_kernels_llama  the Llama family's CUDA kernels and gpu_llama_backend on the CPU"
+	@echo "                    (emulated; CUDA_CPU_ORDER=fwd|rev|rand; make test_kernels_llama_guard)"
 	@echo "make bench          speed: train_tok_s, decode_tok_s, snapshot_gb_s, vs PyTorch"
 	@echo "make deps           install the Debian packages (needs root)"
 
@@ -88,8 +90,9 @@ $(REL)/tests/%: $(REL)/tests/%.o $(addprefix $(REL)/,$(CORE_SRC:.c=.o))
 	$(CC) $(OPT) $^ $(LIBS) -o $@
 
 # Every test program, the CUDA kernels under emulation included (lane order: CUDA_CPU_ORDER).
-test: $(addprefix $(REL)/tests/,$(TESTS)) gen_episodes train_cpu $(EMU)/test_kernels
-	tests/run.sh $(addprefix $(REL)/tests/,$(TESTS)) $(EMU)/test_kernels
+test: $(addprefix $(REL)/tests/,$(TESTS)) gen_episodes train_cpu $(EMU)/test_kernels \
+    $(EMU)/test_kernels_llama
+	tests/run.sh $(addprefix $(REL)/tests/,$(TESTS)) $(EMU)/test_kernels $(EMU)/test_kernels_llama
 
 # ---- sanitizer flavour ----------------------------------------------------------------------
 SANB := build/san
@@ -118,7 +121,12 @@ $(GPUB)/kernels.o: kernels.cu kernels.h model.h dev/cuda_cpu.h dev/cuda_cpu_blas
 	$(NVCC) -O3 -std=c++17 $(NVCC_GENCODE) -I. -c $< -o $@
 $(GPUB):
 	mkdir -p $@
-train_gpu: $(addprefix $(GPUB)/,$(TRAIN_SRC:.c=.o) $(CORE_SRC:.c=.o)) $(GPUB)/kernels.o | gen_episodes
+# The Llama family's kernels and backend (kernels_llama.cu, llama_gpu.cu), nvcc like kernels.cu.
+GPU_LLAMA_OBJ := $(GPUB)/kernels_llama.o $(GPUB)/llama_gpu.o
+$(GPUB)/kernels_llama.o $(GPUB)/llama_gpu.o: $(GPUB)/%.o: %.cu kernels.h kernels_llama.h llama.h model.h dev/cuda_cpu.h dev/cuda_cpu_blas.h | $(GPUB)
+	@test -n "$(NVCC)" || { echo "nvcc not found: install the CUDA toolkit to build train_gpu"; exit 1; }
+	$(NVCC) -O3 -std=c++17 $(NVCC_GENCODE) -I. -c $< -o $@
+train_gpu: $(addprefix $(GPUB)/,$(TRAIN_SRC:.c=.o) $(CORE_SRC:.c=.o)) $(GPUB)/kernels.o $(GPU_LLAMA_OBJ) | gen_episodes
 	@test -n "$(NVCC)" || { echo "nvcc not found: install the CUDA toolkit to build train_gpu"; exit 1; }
 	@echo "train_gpu: nvcc $(NVCC), archs $(addprefix sm_,$(GPU_ARCHS))"
 	$(NVCC) -Xcompiler -fopenmp $(NVCC_GENCODE) $^ $(LIBS) -lcublas -lcurand -o $@
@@ -146,6 +154,21 @@ $(EMU)/test_kernels: $(EMU)/test_kernels.o $(EMU)/kernels.o $(REL)/model.o $(REL
 	$(CXX) -fopenmp $^ -lopenblas -lm -o $@
 test_kernels: $(EMU)/test_kernels
 	tests/run.sh $(EMU)/test_kernels
+# The Llama family's kernels (kernels_llama.cu) and backend (llama_gpu.cu) the same way; CI runs
+# it in reverse order and in random order with guard pages, like test_kernels.
+EMU_LLAMA_DEPS := $(EMU_DEPS) kernels_llama.h llama.h
+$(EMU)/kernels_llama.o $(EMU)/llama_gpu.o: $(EMU)/%.o: %.cu $(EMU_LLAMA_DEPS) | $(EMU)
+	$(EMU_CXX) -c $< -o $@
+$(EMU)/test_kernels_llama.o: tests/test_kernels_llama.cu tests/check.h $(EMU_LLAMA_DEPS) | $(EMU)
+	$(EMU_CXX) -c $< -o $@
+$(EMU)/test_kernels_llama: $(EMU)/test_kernels_llama.o $(EMU)/kernels_llama.o $(EMU)/llama_gpu.o \
+    $(EMU)/kernels.o $(REL)/model.o $(REL)/llama.o
+	$(CXX) -fopenmp $^ -lopenblas -lm -o $@
+test_kernels_llama: $(EMU)/test_kernels_llama
+	tests/run.sh $(EMU)/test_kernels_llama
+.PHONY: test_kernels_llama_guard
+test_kernels_llama_guard: $(EMU)/test_kernels_llama
+	CUDA_CPU_GUARD=1 tests/run.sh $(EMU)/test_kernels_llama
 # The whole trainer on the emulated GPU backend (slow: for checking that train.c runs unchanged
 # on gpu_backend; the GPU-flavour C objects need gcc only).
 $(EMU)/train_emu: $(addprefix $(GPUB)/,$(TRAIN_SRC:.c=.o) $(CORE_SRC:.c=.o)) $(EMU)/kernels.o
