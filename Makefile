@@ -190,6 +190,16 @@ $(EMUS)/test_kernels: $(EMUS)/test_kernels.o $(EMUS)/kernels.o $(SANB)/model.o $
 	$(CXX) $(SAN) $^ -lopenblas -lm -o $@
 test_kernels_asan: $(EMUS)/test_kernels
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 tests/run.sh $(EMUS)/test_kernels
+.PHONY: test_kernels_llama_asan
+$(EMUS)/kernels_llama.o $(EMUS)/llama_gpu.o: $(EMUS)/%.o: %.cu $(EMU_LLAMA_DEPS) | $(EMUS)
+	$(EMUS_CXX) -c $< -o $@
+$(EMUS)/test_kernels_llama.o: tests/test_kernels_llama.cu tests/check.h $(EMU_LLAMA_DEPS) | $(EMUS)
+	$(EMUS_CXX) -c $< -o $@
+$(EMUS)/test_kernels_llama: $(EMUS)/test_kernels_llama.o $(EMUS)/kernels_llama.o \
+    $(EMUS)/llama_gpu.o $(EMUS)/kernels.o $(SANB)/model.o $(SANB)/llama.o
+	$(CXX) $(SAN) $^ -lopenblas -lm -o $@
+test_kernels_llama_asan: $(EMUS)/test_kernels_llama
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 tests/run.sh $(EMUS)/test_kernels_llama
 
 clean:
 	rm -rf build train_cpu train_gpu gen_episodes
