@@ -22,10 +22,10 @@ GPU_ARCHS ?= 80 89 90
 NVCC_GENCODE := $(foreach a,$(GPU_ARCHS),-gencode arch=compute_$(a),code=sm_$(a))
 
 # ---- sources -------------------------------------------------------------------------------
-CORE_SRC   := model.c llama.c memory.c env.c grpo.c rollout.c
+CORE_SRC   := model.c llama.c llama_cpu.c llama_sample.c memory.c env.c grpo.c rollout.c
 TRAIN_SRC  := train.c
 GEN_SRC    := data/gen_episodes.c
-TESTS      := test_model test_memory test_env test_gen test_grpo test_train
+TESTS      := test_model test_llama test_memory test_env test_gen test_grpo test_train
 
 .PHONY: all help deps test test_asan test_kernels test_kernels_llama bench clean
 all: train_cpu gen_episodes

@@ -25,60 +25,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu_ops.h"
 #include "llama.h"
 #include "rng.h"
 
 #define LN_EPS 1e-5f
-#define NCHUNK 16  // fixed reduction chunks (see "Determinism" above)
-// Element-wise and row-wise loops smaller than this run on one thread: a decode step's
-// LayerNorm over 16 rows is cheaper than waking the other thread for it.
-#define PAR_MIN 32768
-
-// exp(x) that gcc vectorises under `omp simd` (glibc's expf/tanhf are scalar calls and were a
-// third of the training step). Cephes' expf: x = n ln2 + r with |r| <= ln2/2, a degree-6
-// polynomial for e^r, 2^n put into the exponent bits. Max relative error ~2 ulp. n is rounded
-// with the 1.5*2^23 trick rather than floorf + int conversion: under the default
-// -ftrapping-math gcc refuses to vectorise those. Inputs are clamped to [-87.3, 88], so exp of
-// -inf is ~1e-38, not 0 (callers that need 0 skip the masked entries).
-static inline float fast_expf(float x) {
-    x = x < -87.3f ? -87.3f : x > 88.0f ? 88.0f : x;
-    union {
-        float f;
-        int32_t i;
-    } nb = {.f = x * 1.44269504088896341f + 12582912.0f};  // n in the low mantissa bits
-    float n = nb.f - 12582912.0f;
-    float r = x - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    union {
-        int32_t i;
-        float f;
-    } sc = {.i = (nb.i - 0x4B400000 + 127) << 23};  // 2^n
-    return p * sc.f;
-}
-
-// Softmax over row[0..last] (the positions a query may attend to); row[last+1..len) = 0.
-static inline void softmax_causal_row(float *row, int last, int len) {
-    float mx = -INFINITY, sum = 0.0f;
-#pragma omp simd reduction(max : mx)
-    for (int t2 = 0; t2 <= last; t2++) mx = row[t2] > mx ? row[t2] : mx;
-#pragma omp simd reduction(+ : sum)
-    for (int t2 = 0; t2 <= last; t2++) {
-        row[t2] = fast_expf(row[t2] - mx);
-        sum += row[t2];
-    }
-    float inv = 1.0f / sum;
-    for (int t2 = 0; t2 <= last; t2++) row[t2] *= inv;
-    for (int t2 = last + 1; t2 < len; t2++) row[t2] = 0.0f;
-}
-
-
 // tanh(u) = 1 - 2 / (e^{2u} + 1): absolute error ~1e-7, saturates cleanly to +-1.
 static inline float fast_tanhf(float u) { return 1.0f - 2.0f / (fast_expf(2.0f * u) + 1.0f); }
 
@@ -205,18 +156,6 @@ void matmul_reference(float *out, const float *inp, const float *weight, const f
         }
 }
 
-// This thread's share [*lo, *hi) of n items inside a parallel region.
-static inline void thread_range(size_t n, size_t *lo, size_t *hi) {
-    size_t nth = (size_t)omp_get_num_threads(), tid = (size_t)omp_get_thread_num();
-    *lo = n * tid / nth;
-    *hi = n * (tid + 1) / nth;
-}
-
-// Many rows: split them (each thread streams the whole weight matrix once, through cache).
-// Few rows (decode steps): split the output columns instead, so each thread packs and reads
-// only its share of the weights, which is then most of the work.
-static inline int split_rows(int N) { return N >= 64 * omp_get_max_threads(); }
-
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias, int N,
                     int IC, int OC) {
     int by_rows = split_rows(N);
@@ -240,8 +179,8 @@ void matmul_forward(float *out, const float *inp, const float *weight, const flo
 
 // dinp (N, IC) = dout (N, OC) W (beta 0: overwrite; scratch buffers need no memset), and
 // accumulates dweight (OC, IC) += dout^T inp, dbias (OC) += column sums of dout.
-static void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout,
-                            const float *inp, const float *weight, int N, int IC, int OC) {
+void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                     const float *inp, const float *weight, int N, int IC, int OC) {
     int by_rows = split_rows(N);
 #pragma omp parallel
     {
@@ -486,7 +425,7 @@ static void residual_forward(float *out, const float *a, const float *b, size_t 
 }
 
 // log-sum-exp of one row, max-shifted.
-static float row_lse(const float *z, int V) {
+float row_lse(const float *z, int V) {
     float mx = -INFINITY;
 #pragma omp simd reduction(max : mx)
     for (int j = 0; j < V; j++) mx = z[j] > mx ? z[j] : mx;
@@ -498,7 +437,7 @@ static float row_lse(const float *z, int V) {
 
 // Entropy of softmax(z) given its lse: H = -sum_j p_j log p_j = -sum_j p_j (z_j - lse)
 // (no cancellation between two large terms, unlike lse - sum p z).
-static float row_entropy(const float *z, int V, float lse) {
+float row_entropy(const float *z, int V, float lse) {
     float h = 0.0f;
 #pragma omp simd reduction(+ : h)
     for (int j = 0; j < V; j++) {
@@ -881,14 +820,17 @@ static void model_backward(Model *m, const float *dlogp, const float *dentropy) 
 // AdamW
 // ---------------------------------------------------------------------------------------------
 
-static float model_update(Model *m, const AdamWConfig *ac, float lr) {
-    size_t n = m->nparams;
+float adamw_update(float *params, const float *grads, float *mom, float *vel,
+                   const size_t *sizes, const int *decay, int ntensors, int64_t *step,
+                   const AdamWConfig *ac, float lr) {
+    size_t n = 0;
+    for (int t = 0; t < ntensors; t++) n += sizes[t];
     double partial[NCHUNK];
 #pragma omp parallel for schedule(static)
     for (int ch = 0; ch < NCHUNK; ch++) {
         double s = 0.0;
         for (size_t i = n * ch / NCHUNK; i < n * (ch + 1) / NCHUNK; i++)
-            s += (double)m->grads[i] * m->grads[i];
+            s += (double)grads[i] * grads[i];
         partial[ch] = s;
     }
     double sq = 0.0;
@@ -900,16 +842,17 @@ static float model_update(Model *m, const AdamWConfig *ac, float lr) {
         double coef = ac->grad_clip / (norm + 1e-6);
         if (coef < 1.0) gscale = (float)coef;
     }
-    m->step++;
-    double bc1 = 1.0 - pow(ac->beta1, (double)m->step), bc2 = 1.0 - pow(ac->beta2, (double)m->step);
+    (*step)++;
+    double bc1 = 1.0 - pow(ac->beta1, (double)*step), bc2 = 1.0 - pow(ac->beta2, (double)*step);
     // PyTorch's AdamW: p *= 1 - lr*wd; m, v moments; p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps)
     float step_size = (float)(lr / bc1), bc2_sqrt = (float)sqrt(bc2);
     float b1 = ac->beta1, b2 = ac->beta2, eps = ac->eps;
     size_t off = 0;
-    for (int t = 0; t < NUM_PARAM_TENSORS; t++) {
-        float decay = PARAM_DECAY[t] ? 1.0f - lr * ac->weight_decay : 1.0f;
-        float *pp = m->params + off, *gg = m->grads + off, *mm = m->mom + off, *vv = m->vel + off;
-        size_t cnt = m->sizes[t];
+    for (int t = 0; t < ntensors; t++) {
+        float dk = decay[t] ? 1.0f - lr * ac->weight_decay : 1.0f;
+        float *pp = params + off, *mm = mom + off, *vv = vel + off;
+        const float *gg = grads + off;
+        size_t cnt = sizes[t];
 #pragma omp parallel for simd schedule(static)
         for (size_t i = 0; i < cnt; i++) {
             float gi = gg[i] * gscale;
@@ -917,11 +860,16 @@ static float model_update(Model *m, const AdamWConfig *ac, float lr) {
             float vi = b2 * vv[i] + (1.0f - b2) * gi * gi;
             mm[i] = mi;
             vv[i] = vi;
-            pp[i] = pp[i] * decay - step_size * mi / (sqrtf(vi) / bc2_sqrt + eps);
+            pp[i] = pp[i] * dk - step_size * mi / (sqrtf(vi) / bc2_sqrt + eps);
         }
         off += cnt;
     }
     return (float)norm;
+}
+
+static float model_update(Model *m, const AdamWConfig *ac, float lr) {
+    return adamw_update(m->params, m->grads, m->mom, m->vel, m->sizes, PARAM_DECAY,
+                        NUM_PARAM_TENSORS, &m->step, ac, lr);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1087,8 +1035,8 @@ static void infer_forward(Model *m, const int *tokens, int n, const int *qoff, c
 }
 
 // Picks the next token of one row from its logits z (V); returns the id, writes its log-prob.
-static int sample_row(const float *z, int V, float temperature, float top_p, Rng *rng,
-                      float *probs, int *keep, float *logp_out) {
+int sample_row(const float *z, int V, float temperature, float top_p, Rng *rng, float *probs,
+               int *keep, float *logp_out) {
     if (temperature <= 0.0f) {
         int best = 0;
         for (int j = 1; j < V; j++)
@@ -1158,16 +1106,10 @@ int sample_request_check(const SampleRequest *req, const SampleResult *out,
     return 0;
 }
 
-static int model_sample(Model *m, const SampleRequest *req, SampleResult *out) {
-    const ModelConfig *cfg = &m->cfg;
-    int V = cfg->V;
-    if (sample_request_check(req, out, cfg, "model sample") != 0) return -1;
-    if (req->n == 0 || req->max_new == 0) return 0;
-    if (!m->kv_mem && alloc_sampling(m) != 0) return -1;
-
+int sample_batched(const SampleRequest *req, SampleResult *out, int V, int maxB, int maxT,
+                   InferForwardFn infer, void *ctx, const float *logits, float *probs, int *keep) {
     // One independent stream per row, derived from the seed and the row index only: a row's
     // samples do not depend on how the rows are chunked or threaded.
-    int maxB = m->maxB, maxT = cfg->maxT;
     int *ibuf = xcalloc((size_t)maxB * maxT + 4 * (size_t)maxB + 1, sizeof(int), "sampling rows");
     Rng *rngs = xcalloc((size_t)maxB, sizeof(Rng), "sampling rngs");
     if (!ibuf || !rngs) {
@@ -1191,7 +1133,7 @@ static int model_sample(Model *m, const SampleRequest *req, SampleResult *out) {
             uint64_t s = req->seed ^ (0x9e3779b97f4a7c15ULL * (uint64_t)(c0 + r + 1));
             rng_seed(&rngs[r], s);
         }
-        infer_forward(m, toks, nb, qoff, slot, start);
+        infer(ctx, toks, nb, qoff, slot, start);
         int na = nb;
         for (int r = 0; r < nb; r++) active[r] = r;
         for (int k = 0; k < req->max_new && na > 0; k++) {
@@ -1200,9 +1142,8 @@ static int model_sample(Model *m, const SampleRequest *req, SampleResult *out) {
             for (int a = 0; a < na; a++) {
                 int r = active[a], gi = c0 + r;
                 float lp;
-                int tok = sample_row(m->ilogits + (size_t)a * V, V, req->temperature, req->top_p,
-                                     &rngs[r], m->iprobs + (size_t)a * V,
-                                     m->ikeep + (size_t)a * V, &lp);
+                int tok = sample_row(logits + (size_t)a * V, V, req->temperature, req->top_p,
+                                     &rngs[r], probs + (size_t)a * V, keep + (size_t)a * V, &lp);
                 out->tokens[(size_t)gi * req->max_new + k] = tok;
                 out->logp[(size_t)gi * req->max_new + k] = lp;
                 out->len[gi] = k + 1;
@@ -1222,12 +1163,25 @@ static int model_sample(Model *m, const SampleRequest *req, SampleResult *out) {
             }
             na = na2;
             qoff[na] = na;
-            if (na > 0) infer_forward(m, toks, na, qoff, active, start);
+            if (na > 0) infer(ctx, toks, na, qoff, active, start);
         }
     }
     free(ibuf);
     free(rngs);
     return 0;
+}
+
+static void model_infer(void *ctx, const int *tokens, int n, const int *qoff, const int *slot,
+                        const int *start) {
+    infer_forward((Model *)ctx, tokens, n, qoff, slot, start);
+}
+
+static int model_sample(Model *m, const SampleRequest *req, SampleResult *out) {
+    if (sample_request_check(req, out, &m->cfg, "model sample") != 0) return -1;
+    if (req->n == 0 || req->max_new == 0) return 0;
+    if (!m->kv_mem && alloc_sampling(m) != 0) return -1;
+    return sample_batched(req, out, m->cfg.V, m->maxB, m->cfg.maxT, model_infer, m, m->ilogits,
+                          m->iprobs, m->ikeep);
 }
 
 const ModelBackend cpu_backend = {
