@@ -162,7 +162,7 @@ $(EMU)/kernels_llama.o $(EMU)/llama_gpu.o: $(EMU)/%.o: %.cu $(EMU_LLAMA_DEPS) | 
 $(EMU)/test_kernels_llama.o: tests/test_kernels_llama.cu tests/check.h $(EMU_LLAMA_DEPS) | $(EMU)
 	$(EMU_CXX) -c $< -o $@
 $(EMU)/test_kernels_llama: $(EMU)/test_kernels_llama.o $(EMU)/kernels_llama.o $(EMU)/llama_gpu.o \
-    $(EMU)/kernels.o $(REL)/model.o $(REL)/llama.o
+    $(EMU)/kernels.o $(REL)/model.o $(REL)/llama.o $(REL)/llama_cpu.o $(REL)/llama_sample.o
 	$(CXX) -fopenmp $^ -lopenblas -lm -o $@
 test_kernels_llama: $(EMU)/test_kernels_llama
 	tests/run.sh $(EMU)/test_kernels_llama
@@ -196,7 +196,8 @@ $(EMUS)/kernels_llama.o $(EMUS)/llama_gpu.o: $(EMUS)/%.o: %.cu $(EMU_LLAMA_DEPS)
 $(EMUS)/test_kernels_llama.o: tests/test_kernels_llama.cu tests/check.h $(EMU_LLAMA_DEPS) | $(EMUS)
 	$(EMUS_CXX) -c $< -o $@
 $(EMUS)/test_kernels_llama: $(EMUS)/test_kernels_llama.o $(EMUS)/kernels_llama.o \
-    $(EMUS)/llama_gpu.o $(EMUS)/kernels.o $(SANB)/model.o $(SANB)/llama.o
+    $(EMUS)/llama_gpu.o $(EMUS)/kernels.o $(SANB)/model.o $(SANB)/llama.o $(SANB)/llama_cpu.o \
+    $(SANB)/llama_sample.o
 	$(CXX) $(SAN) $^ -lopenblas -lm -o $@
 test_kernels_llama_asan: $(EMUS)/test_kernels_llama
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 tests/run.sh $(EMUS)/test_kernels_llama

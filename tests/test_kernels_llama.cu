@@ -772,6 +772,137 @@ static void test_backend(const char *name, const ModelConfig &c, int maxB, int B
     be->destroy(m);
 }
 
+// ---------------------------------------------------------------------------------------------
+// gpu_llama_backend against cpu_llama_backend (llama_cpu.c): two training steps and greedy
+// decoding from the same parameters. Both are fp32 with different summation orders.
+
+static void compare_tensors(const char *what, const std::vector<float> &g, const std::vector<float> &c,
+                            const ModelConfig &cfg, double tol) {
+    size_t sz[LLAMA_NUM_TENSORS], off = 0;
+    llama_param_sizes(&cfg, sz);
+    double worst = 0;
+    for (int t = 0; t < LLAMA_NUM_TENSORS; t++) {
+        if (sz[t] == 0) continue;
+        std::vector<float> gt(g.begin() + off, g.begin() + off + sz[t]);
+        std::vector<float> ct(c.begin() + off, c.begin() + off + sz[t]);
+        char nm[96];
+        snprintf(nm, sizeof nm, "%s %s", what, LLAMA_TENSOR_NAMES[t]);
+        double e = rel_err(gt, ct);
+        worst = fmax(worst, e);
+        check_rel(nm, e, tol);
+        off += sz[t];
+    }
+    printf("  worst %s error over the tensors: %.2e\n", what, worst);
+}
+
+static void compare_with_cpu(const char *name, const ModelConfig &c, int maxB, int B, int T) {
+    printf("gpu_llama_backend vs cpu_llama_backend, %s\n", name);
+    const ModelBackend *gb = &gpu_llama_backend, *cb = cpu_backend_for(&c);
+    CHECK(cb == &cpu_llama_backend, "cpu_backend_for(a Llama config) is not cpu_llama_backend");
+    Model *gm = gb->create(&c, maxB, 99), *cm = cb->create(&c, maxB, 99);
+    CHECK(gm && cm, "create failed");
+    if (!gm || !cm) {
+        if (gm) gb->destroy(gm);
+        if (cm) cb->destroy(cm);
+        return;
+    }
+    size_t np = gb->num_params(gm);
+    CHECK(np == cb->num_params(cm), "num_params differ");
+    std::vector<float> gp(np), cp(np);
+    gb->get_params(gm, gp.data());
+    cb->get_params(cm, cp.data());
+    CHECK(gp == cp, "initial parameters differ");
+    std::vector<float> p = test_params(c);
+    gb->set_params(gm, p.data());
+    cb->set_params(cm, p.data());
+    AdamWConfig ac = {1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f};  // clip 1: clipping active
+    for (int step = 0; step < 2; step++) {
+        Batch b = make_batch(c, step ? maxB : B, step ? c.maxT : T);
+        size_t R = (size_t)b.B * b.T;
+        std::vector<float> glp(R), gen(R), clp(R), cen(R);
+        int rg = gb->forward(gm, b.tok.data(), b.tgt.data(), b.B, b.T, glp.data(), gen.data());
+        int rc = cb->forward(cm, b.tok.data(), b.tgt.data(), b.B, b.T, clp.data(), cen.data());
+        CHECK(rg == 0 && rc == 0, "forward returned %d / %d", rg, rc);
+        printf(" step %d (B=%d T=%d)\n", step, b.B, b.T);
+        check_rel("forward logp", rel_err(glp, clp), 1e-6);
+        check_rel("forward entropy", rel_err(gen, cen), 1e-6);
+        gb->zero_grad(gm);
+        cb->zero_grad(cm);
+        gb->backward(gm, b.a.data(), b.e.data());
+        cb->backward(cm, b.a.data(), b.e.data());
+        std::vector<float> gg(np), cg(np);
+        gb->get_grads(gm, gg.data());
+        cb->get_grads(cm, cg.data());
+        compare_tensors("grad", gg, cg, c, 2e-6);
+        float gn = gb->update(gm, &ac, ac.lr), cn = cb->update(cm, &ac, ac.lr);
+        printf("  grad norm gpu %.7g cpu %.7g\n", gn, cn);
+        CHECK(fabs(gn - cn) <= 1e-5 * cn && gn > ac.grad_clip, "grad norm %g vs %g", gn, cn);
+        std::vector<float> gmo(np), gve(np), cmo(np), cve(np);
+        int64_t gs, cs;
+        gb->get_params(gm, gp.data());
+        cb->get_params(cm, cp.data());
+        gb->get_opt_state(gm, gmo.data(), gve.data(), &gs);
+        cb->get_opt_state(cm, cmo.data(), cve.data(), &cs);
+        CHECK(gs == cs && gs == step + 1, "step counters %lld %lld", (long long)gs, (long long)cs);
+        // AdamW moves a weight by about lr m / (sqrt(v) + eps), on the first step lr g / (|g| +
+        // eps), whose sensitivity to g is lr / max(|g|, eps): a gradient difference dg between
+        // the backends allows a parameter difference of about lr |dg| / max(|g|, eps), large
+        // exactly where g is rounding noise (the pass-through channels of the key bias have a
+        // zero gradient in exact arithmetic: softmax ignores a shift shared by all scores). Each
+        // entry must agree within 1e-5 of its tensor's largest weight plus twice that allowance.
+        {
+            size_t sz[LLAMA_NUM_TENSORS], off = 0;
+            llama_param_sizes(&c, sz);
+            double gsc = fmin(1.0, ac.grad_clip / (cn + 1e-6)), worst = 0, worst_plain = 0;
+            int needed = 0;
+            for (int t = 0; t < LLAMA_NUM_TENSORS; t++) {
+                double pmax = 1e-30;
+                for (size_t i = off; i < off + sz[t]; i++) pmax = fmax(pmax, fabs(cp[i]));
+                for (size_t i = off; i < off + sz[t]; i++) {
+                    double g = fabs(cg[i]) * gsc, dg = fabs(gg[i] - cg[i]) * gsc;
+                    double plain = 1e-5 * pmax;
+                    double allow = plain + 2 * ac.lr * fmin(2.0, dg / fmax(g, ac.eps));
+                    double diff = fabs(gp[i] - cp[i]);
+                    worst = diff <= allow ? fmax(worst, diff / allow) : INFINITY;
+                    worst_plain = fmax(worst_plain, diff / pmax);
+                    needed += diff > plain;
+                }
+                off += sz[t];
+            }
+            printf("  params after AdamW: max |diff| / max|p| %.2e; max |diff| / allowance %.2f; "
+                   "%d of %zu entries needed the gradient allowance\n", worst_plain, worst,
+                   needed, np);
+            CHECK(worst <= 1.0, "parameters after AdamW differ beyond the allowance (%.3g)", worst);
+        }
+        check_rel("AdamW m", rel_err(gmo, cmo), 2e-6);
+        check_rel("AdamW v", rel_err(gve, cve), 2e-6);
+        // continue both from the CPU's state so differences do not compound
+        p = cp;
+        gb->set_params(gm, cp.data());
+        gb->set_opt_state(gm, cmo.data(), cve.data(), cs);
+    }
+    // greedy decoding: identical tokens, n > maxB (chunks), ragged prompts
+    int n = maxB + 2, stride = 6, max_new = c.maxT - stride;
+    std::vector<int> prompts((size_t)n * stride), plen(n);
+    for (auto &t : prompts) t = (int)rng_below(&g_rng, c.V);
+    for (int i = 0; i < n; i++) plen[i] = 1 + (i * 4) % stride;
+    SampleRequest rq = {};
+    rq.n = n, rq.prompts = prompts.data(), rq.prompt_stride = stride, rq.prompt_len = plen.data();
+    rq.max_new = max_new, rq.temperature = 0.0f, rq.top_p = 1.0f, rq.seed = 3;
+    std::vector<int> gt((size_t)n * max_new), ct((size_t)n * max_new), gl(n), cl(n);
+    std::vector<float> glp((size_t)n * max_new), clp((size_t)n * max_new);
+    SampleResult gr = {gt.data(), glp.data(), gl.data()}, cr = {ct.data(), clp.data(), cl.data()};
+    CHECK(gb->sample(gm, &rq, &gr) == 0 && cb->sample(cm, &rq, &cr) == 0, "sample failed");
+    double maxd = 0;
+    for (size_t i = 0; i < glp.size(); i++) maxd = fmax(maxd, fabs(glp[i] - clp[i]));
+    bool same = gt == ct && gl == cl;
+    printf("  greedy decode: tokens %s, max |logp diff| %.2e\n", same ? "identical" : "DIFFER", maxd);
+    CHECK(same, "greedy decode tokens differ from cpu_llama_backend");
+    CHECK(maxd <= 1e-5, "greedy decode logp differs by %g", maxd);
+    gb->destroy(gm);
+    cb->destroy(cm);
+}
+
 static ModelConfig llama_cfg(int V, int maxT, int L, int NH, int KV, int C, int F, int rd,
                              int tied, int bias) {
     ModelConfig c = {};
@@ -789,6 +920,8 @@ int main(void) {
     test_backend("GQA + bias + untied", llama_cfg(53, 14, 2, 4, 2, 32, 40, 6, 0, 1), 3, 3, 11);
     // multi-query (3 heads on 1), tied, no bias, full rotary dims, hs 12
     test_backend("MQA tied, no bias", llama_cfg(41, 13, 1, 3, 1, 36, 50, 12, 1, 0), 2, 2, 9);
+    compare_with_cpu("GQA + bias + untied", llama_cfg(53, 14, 2, 4, 2, 32, 40, 6, 0, 1), 3, 3, 11);
+    compare_with_cpu("MQA tied, no bias", llama_cfg(41, 13, 1, 3, 1, 36, 50, 12, 1, 0), 2, 2, 9);
     // Not a Llama config: refused; gpu_backend_for picks GPT-2's backend for a GPT-2 config.
     ModelConfig gpt = {};
     gpt.V = 61, gpt.maxT = 24, gpt.L = 2, gpt.NH = 3, gpt.C = 36;
