@@ -11,7 +11,9 @@
 //      from llama.h's equations: log-probs and entropies; every gradient tensor against central
 //      finite differences of that reference on sampled entries; one AdamW step against the same
 //      formulas on the host; greedy decoding token for token against the reference; sampled
-//      decoding re-scored by forward; seeds; stop tokens; bad arguments.
+//      decoding re-scored by forward; seeds; stop tokens; bad arguments;
+//   3. the same two configs against cpu_llama_backend (llama_cpu.c): forward, every gradient
+//      tensor and AdamW over two training steps, greedy decoding token for token.
 // Errors are normwise (max |got - ref| / max |ref| per tensor); the measured values are printed
 // beside each tolerance.
 #include <math.h>
