@@ -91,8 +91,9 @@ $(REL)/tests/%: $(REL)/tests/%.o $(addprefix $(REL)/,$(CORE_SRC:.c=.o))
 
 # Every test program, the CUDA kernels under emulation included (lane order: CUDA_CPU_ORDER).
 test: $(addprefix $(REL)/tests/,$(TESTS)) gen_episodes train_cpu $(EMU)/test_kernels \
-    $(EMU)/test_kernels_llama
-	tests/run.sh $(addprefix $(REL)/tests/,$(TESTS)) $(EMU)/test_kernels $(EMU)/test_kernels_llama
+    $(EMU)/test_kernels_llama $(EMU)/test_llama_gpu
+	tests/run.sh $(addprefix $(REL)/tests/,$(TESTS)) $(EMU)/test_kernels $(EMU)/test_kernels_llama \
+	    $(EMU)/test_llama_gpu
 
 # ---- sanitizer flavour ----------------------------------------------------------------------
 SANB := build/san
@@ -159,16 +160,20 @@ test_kernels: $(EMU)/test_kernels
 EMU_LLAMA_DEPS := $(EMU_DEPS) kernels_llama.h llama.h
 $(EMU)/kernels_llama.o $(EMU)/llama_gpu.o: $(EMU)/%.o: %.cu $(EMU_LLAMA_DEPS) | $(EMU)
 	$(EMU_CXX) -c $< -o $@
-$(EMU)/test_kernels_llama.o: tests/test_kernels_llama.cu tests/check.h $(EMU_LLAMA_DEPS) | $(EMU)
+# Two programs: the kernels vs loops (test_kernels_llama), the backend vs a double reference and
+# cpu_llama_backend (test_llama_gpu).
+EMU_LLAMA_TESTS := $(EMU)/test_kernels_llama $(EMU)/test_llama_gpu
+$(EMU)/test_kernels_llama.o $(EMU)/test_llama_gpu.o: $(EMU)/%.o: tests/%.cu tests/check.h \
+    tests/emu_util.h $(EMU_LLAMA_DEPS) | $(EMU)
 	$(EMU_CXX) -c $< -o $@
-$(EMU)/test_kernels_llama: $(EMU)/test_kernels_llama.o $(EMU)/kernels_llama.o $(EMU)/llama_gpu.o \
-    $(EMU)/kernels.o $(REL)/model.o $(REL)/llama.o $(REL)/llama_cpu.o $(REL)/llama_sample.o
+$(EMU_LLAMA_TESTS): $(EMU)/%: $(EMU)/%.o $(EMU)/kernels_llama.o $(EMU)/llama_gpu.o $(EMU)/kernels.o \
+    $(REL)/model.o $(REL)/llama.o $(REL)/llama_cpu.o $(REL)/llama_sample.o
 	$(CXX) -fopenmp $^ -lopenblas -lm -o $@
-test_kernels_llama: $(EMU)/test_kernels_llama
-	tests/run.sh $(EMU)/test_kernels_llama
+test_kernels_llama: $(EMU_LLAMA_TESTS)
+	tests/run.sh $(EMU_LLAMA_TESTS)
 .PHONY: test_kernels_llama_guard
-test_kernels_llama_guard: $(EMU)/test_kernels_llama
-	CUDA_CPU_GUARD=1 tests/run.sh $(EMU)/test_kernels_llama
+test_kernels_llama_guard: $(EMU_LLAMA_TESTS)
+	CUDA_CPU_GUARD=1 tests/run.sh $(EMU_LLAMA_TESTS)
 # The whole trainer on the emulated GPU backend (slow: for checking that train.c runs unchanged
 # on gpu_backend; the GPU-flavour C objects need gcc only).
 $(EMU)/train_emu: $(addprefix $(GPUB)/,$(TRAIN_SRC:.c=.o) $(CORE_SRC:.c=.o)) $(EMU)/kernels.o
@@ -193,14 +198,15 @@ test_kernels_asan: $(EMUS)/test_kernels
 .PHONY: test_kernels_llama_asan
 $(EMUS)/kernels_llama.o $(EMUS)/llama_gpu.o: $(EMUS)/%.o: %.cu $(EMU_LLAMA_DEPS) | $(EMUS)
 	$(EMUS_CXX) -c $< -o $@
-$(EMUS)/test_kernels_llama.o: tests/test_kernels_llama.cu tests/check.h $(EMU_LLAMA_DEPS) | $(EMUS)
+EMUS_LLAMA_TESTS := $(EMUS)/test_kernels_llama $(EMUS)/test_llama_gpu
+$(EMUS)/test_kernels_llama.o $(EMUS)/test_llama_gpu.o: $(EMUS)/%.o: tests/%.cu tests/check.h \
+    tests/emu_util.h $(EMU_LLAMA_DEPS) | $(EMUS)
 	$(EMUS_CXX) -c $< -o $@
-$(EMUS)/test_kernels_llama: $(EMUS)/test_kernels_llama.o $(EMUS)/kernels_llama.o \
-    $(EMUS)/llama_gpu.o $(EMUS)/kernels.o $(SANB)/model.o $(SANB)/llama.o $(SANB)/llama_cpu.o \
-    $(SANB)/llama_sample.o
+$(EMUS_LLAMA_TESTS): $(EMUS)/%: $(EMUS)/%.o $(EMUS)/kernels_llama.o $(EMUS)/llama_gpu.o \
+    $(EMUS)/kernels.o $(SANB)/model.o $(SANB)/llama.o $(SANB)/llama_cpu.o $(SANB)/llama_sample.o
 	$(CXX) $(SAN) $^ -lopenblas -lm -o $@
-test_kernels_llama_asan: $(EMUS)/test_kernels_llama
-	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 tests/run.sh $(EMUS)/test_kernels_llama
+test_kernels_llama_asan: $(EMUS_LLAMA_TESTS)
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 tests/run.sh $(EMUS_LLAMA_TESTS)
 
 clean:
 	rm -rf build train_cpu train_gpu gen_episodes

@@ -4,7 +4,7 @@
 // unchanged through gpu_backend_for().
 //
 // Build: `make train_gpu` (nvcc). Tests: `make test_kernels_llama` compiles this file with g++
-// through dev/cuda_cpu.h and checks the whole backend (tests/test_kernels_llama.cu).
+// through dev/cuda_cpu.h and checks the whole backend (tests/test_llama_gpu.cu).
 //
 // Reading order: the model struct and its buffers, forward (trunk, then the lm head on the rows
 // with a target), backward, AdamW, sampling (batched prefill + KV-cache decode), the table.
