@@ -40,7 +40,8 @@ help:
 	@echo "                    (CUDA_CPU_ORDER=fwd|rev|rand; make test_kernels_guard / _asan;"
 	@echo "                    make test_kernels_gpu: the same test built by nvcc for a real GPU)"
 	@echo "make test_kernels_llama  the Llama family's CUDA kernels and gpu_llama_backend on the CPU"
-	@echo "                    (emulated; CUDA_CPU_ORDER=fwd|rev|rand; make test_kernels_llama_guard)"
+	@echo "                    (emulated; CUDA_CPU_ORDER=fwd|rev|rand; make test_kernels_llama_guard / _asan;"
+	@echo "                    make test_kernels_llama_gpu: the same tests built by nvcc for a real GPU)"
 	@echo "make bench          speed: train_tok_s, decode_tok_s, snapshot_gb_s, vs PyTorch"
 	@echo "make deps           install the Debian packages (needs root)"
 
@@ -140,6 +141,17 @@ $(GPUB)/test_kernels: $(GPUB)/test_kernels.o $(GPUB)/kernels.o $(GPUB)/model.o $
 	$(NVCC) -Xcompiler -fopenmp $(NVCC_GENCODE) $^ $(LIBS) -lcublas -lcurand -o $@
 test_kernels_gpu: $(GPUB)/test_kernels
 	tests/run.sh $(GPUB)/test_kernels
+# The same for the Llama family's tests (make test_kernels_llama_gpu, on a machine with a GPU).
+.PHONY: test_kernels_llama_gpu
+GPU_LLAMA_TESTS := $(GPUB)/test_kernels_llama $(GPUB)/test_llama_gpu
+$(GPUB)/test_kernels_llama.o $(GPUB)/test_llama_gpu.o: $(GPUB)/%.o: tests/%.cu tests/check.h \
+    tests/emu_util.h kernels.h kernels_llama.h llama.h model.h dev/cuda_cpu.h dev/cuda_cpu_blas.h | $(GPUB)
+	$(NVCC) -O2 -std=c++17 $(NVCC_GENCODE) -I. -x cu -c $< -o $@
+$(GPU_LLAMA_TESTS): $(GPUB)/%: $(GPUB)/%.o $(GPU_LLAMA_OBJ) $(GPUB)/kernels.o $(GPUB)/model.o \
+    $(GPUB)/llama.o $(GPUB)/llama_cpu.o $(GPUB)/llama_sample.o
+	$(NVCC) -Xcompiler -fopenmp $(NVCC_GENCODE) $^ $(LIBS) -lcublas -lcurand -o $@
+test_kernels_llama_gpu: $(GPU_LLAMA_TESTS)
+	tests/run.sh $(GPU_LLAMA_TESTS)
 
 # ---- CUDA kernels on the CPU ----------------------------------------------------------------
 # kernels.cu and the test compiled as C++ by g++ through dev/cuda_cpu.h (CUDA threads as fibers),
