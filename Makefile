@@ -34,6 +34,7 @@ TESTS      += test_fuzz_seeds test_sampling
 TESTS      += test_llama
 
 .PHONY: all help deps test test_asan test_kernels bench clean tokenizer_check
+.PHONY: all help deps test test_asan test_kernels test_kernels_llama bench clean
 all: train_cpu gen_episodes
 # the pretrained backbone (issue 9): ./chat and the importers' test; rules in its section below
 all: chat
@@ -48,6 +49,9 @@ help:
 	@echo "make test_kernels   CUDA kernels on the CPU through dev/cuda_cpu.h vs model.c"
 	@echo "                    (CUDA_CPU_ORDER=fwd|rev|rand; make test_kernels_guard / _asan;"
 	@echo "                    make test_kernels_gpu: the same test built by nvcc for a real GPU)"
+	@echo "make test_kernels_llama  the Llama family's CUDA kernels and gpu_llama_backend on the CPU"
+	@echo "                    (emulated; CUDA_CPU_ORDER=fwd|rev|rand; make test_kernels_llama_guard / _asan;"
+	@echo "                    make test_kernels_llama_gpu: the same tests built by nvcc for a real GPU)"
 	@echo "make bench          speed: train_tok_s, decode_tok_s, snapshot_gb_s, vs PyTorch"
 	@echo "make test_kernels_race  the emulation's race mode: real kernels pass, a barrier-less mutant fails"
 	@echo "make fuzz           libFuzzer (clang) on every loader and role parser, FUZZ_SECONDS each (60)"
@@ -113,8 +117,10 @@ $(REL)/tests/%: $(REL)/tests/%.o $(addprefix $(REL)/,$(CORE_SRC:.c=.o))
 	$(CC) $(OPT) $^ $(LIBS) -o $@
 
 # Every test program, the CUDA kernels under emulation included (lane order: CUDA_CPU_ORDER).
-test: $(addprefix $(REL)/tests/,$(TESTS)) gen_episodes train_cpu $(EMU)/test_kernels
-	tests/run.sh $(addprefix $(REL)/tests/,$(TESTS)) $(EMU)/test_kernels
+test: $(addprefix $(REL)/tests/,$(TESTS)) gen_episodes train_cpu $(EMU)/test_kernels \
+    $(EMU)/test_kernels_llama $(EMU)/test_llama_gpu
+	tests/run.sh $(addprefix $(REL)/tests/,$(TESTS)) $(EMU)/test_kernels $(EMU)/test_kernels_llama \
+	    $(EMU)/test_llama_gpu
 
 # ---- sanitizer flavour ----------------------------------------------------------------------
 SANB := build/san
@@ -143,7 +149,12 @@ $(GPUB)/kernels.o: kernels.cu kernels.h model.h dev/cuda_cpu.h dev/cuda_cpu_blas
 	$(NVCC) -O3 -std=c++17 $(NVCC_GENCODE) -I. -c $< -o $@
 $(GPUB):
 	mkdir -p $@
-train_gpu: $(addprefix $(GPUB)/,$(TRAIN_SRC:.c=.o) $(CORE_SRC:.c=.o)) $(GPUB)/kernels.o | gen_episodes
+# The Llama family's kernels and backend (kernels_llama.cu, llama_gpu.cu), nvcc like kernels.cu.
+GPU_LLAMA_OBJ := $(GPUB)/kernels_llama.o $(GPUB)/llama_gpu.o
+$(GPUB)/kernels_llama.o $(GPUB)/llama_gpu.o: $(GPUB)/%.o: %.cu kernels.h kernels_llama.h llama.h model.h dev/cuda_cpu.h dev/cuda_cpu_blas.h | $(GPUB)
+	@test -n "$(NVCC)" || { echo "nvcc not found: install the CUDA toolkit to build train_gpu"; exit 1; }
+	$(NVCC) -O3 -std=c++17 $(NVCC_GENCODE) -I. -c $< -o $@
+train_gpu: $(addprefix $(GPUB)/,$(TRAIN_SRC:.c=.o) $(CORE_SRC:.c=.o)) $(GPUB)/kernels.o $(GPU_LLAMA_OBJ) | gen_episodes
 	@test -n "$(NVCC)" || { echo "nvcc not found: install the CUDA toolkit to build train_gpu"; exit 1; }
 	@echo "train_gpu: nvcc $(NVCC), archs $(addprefix sm_,$(GPU_ARCHS))"
 	$(NVCC) -Xcompiler -fopenmp $(NVCC_GENCODE) $^ $(LIBS) -lcublas -lcurand -o $@
@@ -156,6 +167,17 @@ $(GPUB)/test_kernels: $(GPUB)/test_kernels.o $(GPUB)/kernels.o $(GPUB)/model.o $
 	$(NVCC) -Xcompiler -fopenmp $(NVCC_GENCODE) $^ $(LIBS) -lcublas -lcurand -o $@
 test_kernels_gpu: $(GPUB)/test_kernels
 	tests/run.sh $(GPUB)/test_kernels
+# The same for the Llama family's tests (make test_kernels_llama_gpu, on a machine with a GPU).
+.PHONY: test_kernels_llama_gpu
+GPU_LLAMA_TESTS := $(GPUB)/test_kernels_llama $(GPUB)/test_llama_gpu
+$(GPUB)/test_kernels_llama.o $(GPUB)/test_llama_gpu.o: $(GPUB)/%.o: tests/%.cu tests/check.h \
+    tests/emu_util.h kernels.h kernels_llama.h llama.h model.h dev/cuda_cpu.h dev/cuda_cpu_blas.h | $(GPUB)
+	$(NVCC) -O2 -std=c++17 $(NVCC_GENCODE) -I. -x cu -c $< -o $@
+$(GPU_LLAMA_TESTS): $(GPUB)/%: $(GPUB)/%.o $(GPU_LLAMA_OBJ) $(GPUB)/kernels.o $(GPUB)/model.o \
+    $(GPUB)/llama.o $(GPUB)/llama_cpu.o $(GPUB)/llama_sample.o
+	$(NVCC) -Xcompiler -fopenmp $(NVCC_GENCODE) $^ $(LIBS) -lcublas -lcurand -o $@
+test_kernels_llama_gpu: $(GPU_LLAMA_TESTS)
+	tests/run.sh $(GPU_LLAMA_TESTS)
 
 # ---- CUDA kernels on the CPU ----------------------------------------------------------------
 # kernels.cu and the test compiled as C++ by g++ through dev/cuda_cpu.h (CUDA threads as fibers),
@@ -171,6 +193,25 @@ $(EMU)/test_kernels: $(EMU)/test_kernels.o $(EMU)/kernels.o $(REL)/model.o $(REL
 	$(CXX) -fopenmp $^ -lopenblas -lm -o $@
 test_kernels: $(EMU)/test_kernels
 	tests/run.sh $(EMU)/test_kernels
+# The Llama family's kernels (kernels_llama.cu) and backend (llama_gpu.cu) the same way; CI runs
+# it in reverse order and in random order with guard pages, like test_kernels.
+EMU_LLAMA_DEPS := $(EMU_DEPS) kernels_llama.h llama.h
+$(EMU)/kernels_llama.o $(EMU)/llama_gpu.o: $(EMU)/%.o: %.cu $(EMU_LLAMA_DEPS) | $(EMU)
+	$(EMU_CXX) -c $< -o $@
+# Two programs: the kernels vs loops (test_kernels_llama), the backend vs a double reference and
+# cpu_llama_backend (test_llama_gpu).
+EMU_LLAMA_TESTS := $(EMU)/test_kernels_llama $(EMU)/test_llama_gpu
+$(EMU)/test_kernels_llama.o $(EMU)/test_llama_gpu.o: $(EMU)/%.o: tests/%.cu tests/check.h \
+    tests/emu_util.h $(EMU_LLAMA_DEPS) | $(EMU)
+	$(EMU_CXX) -c $< -o $@
+$(EMU_LLAMA_TESTS): $(EMU)/%: $(EMU)/%.o $(EMU)/kernels_llama.o $(EMU)/llama_gpu.o $(EMU)/kernels.o \
+    $(REL)/model.o $(REL)/llama.o $(REL)/llama_cpu.o $(REL)/llama_sample.o
+	$(CXX) -fopenmp $^ -lopenblas -lm -o $@
+test_kernels_llama: $(EMU_LLAMA_TESTS)
+	tests/run.sh $(EMU_LLAMA_TESTS)
+.PHONY: test_kernels_llama_guard
+test_kernels_llama_guard: $(EMU_LLAMA_TESTS)
+	CUDA_CPU_GUARD=1 tests/run.sh $(EMU_LLAMA_TESTS)
 # The whole trainer on the emulated GPU backend (slow: for checking that train.c runs unchanged
 # on gpu_backend; the GPU-flavour C objects need gcc only).
 $(EMU)/train_emu: $(addprefix $(GPUB)/,$(TRAIN_SRC:.c=.o) $(CORE_SRC:.c=.o)) $(EMU)/kernels.o
@@ -205,6 +246,18 @@ $(EMUS)/test_kernels: $(EMUS)/test_kernels.o $(EMUS)/kernels.o $(SANB)/model.o $
 	$(CXX) $(SAN) $^ -lopenblas -lm -o $@
 test_kernels_asan: $(EMUS)/test_kernels
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 tests/run.sh $(EMUS)/test_kernels
+.PHONY: test_kernels_llama_asan
+$(EMUS)/kernels_llama.o $(EMUS)/llama_gpu.o: $(EMUS)/%.o: %.cu $(EMU_LLAMA_DEPS) | $(EMUS)
+	$(EMUS_CXX) -c $< -o $@
+EMUS_LLAMA_TESTS := $(EMUS)/test_kernels_llama $(EMUS)/test_llama_gpu
+$(EMUS)/test_kernels_llama.o $(EMUS)/test_llama_gpu.o: $(EMUS)/%.o: tests/%.cu tests/check.h \
+    tests/emu_util.h $(EMU_LLAMA_DEPS) | $(EMUS)
+	$(EMUS_CXX) -c $< -o $@
+$(EMUS_LLAMA_TESTS): $(EMUS)/%: $(EMUS)/%.o $(EMUS)/kernels_llama.o $(EMUS)/llama_gpu.o \
+    $(EMUS)/kernels.o $(SANB)/model.o $(SANB)/llama.o $(SANB)/llama_cpu.o $(SANB)/llama_sample.o
+	$(CXX) $(SAN) $^ -lopenblas -lm -o $@
+test_kernels_llama_asan: $(EMUS_LLAMA_TESTS)
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 tests/run.sh $(EMUS_LLAMA_TESTS)
 
 # ---- fuzzing ---------------------------------------------------------------------------------
 # libFuzzer harnesses (tests/fuzz/fuzz_<name>.c) over the loaders and the two role parsers, built

@@ -167,10 +167,13 @@ typedef struct {
 extern const ModelBackend cpu_backend;        // model.c: GPT-2 on the CPU
 extern const ModelBackend gpu_backend;        // kernels.cu: GPT-2 on a GPU (train_gpu only)
 extern const ModelBackend cpu_llama_backend;  // llama_cpu.c: Llama family on the CPU
-extern const ModelBackend gpu_llama_backend;  // kernels_llama.cu: Llama family on a GPU
+extern const ModelBackend gpu_llama_backend;  // llama_gpu.cu: Llama family on a GPU (train_gpu only)
 
 // The CPU backend for a config's architecture (cpu_backend or cpu_llama_backend).
 const ModelBackend *cpu_backend_for(const ModelConfig *cfg);
+// The GPU backend for a config's architecture (gpu_backend or gpu_llama_backend; llama_gpu.cu,
+// linked into train_gpu and the emulated kernel tests only).
+const ModelBackend *gpu_backend_for(const ModelConfig *cfg);
 
 // ---------------------------------------------------------------------------------------------
 // Checkpoints (backend independent: they move host arrays).
