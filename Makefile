@@ -27,6 +27,7 @@ CORE_SRC   += files.c runstate.c
 TRAIN_SRC  := train.c
 GEN_SRC    := data/gen_episodes.c
 TESTS      := test_model test_memory test_env test_gen test_grpo test_train
+TESTS      += test_files test_resume test_cli
 
 .PHONY: all help deps test test_asan test_kernels bench clean
 all: train_cpu gen_episodes

@@ -47,9 +47,9 @@ static const ModelBackend *const BACKEND = &cpu_backend;
 typedef enum { ALGO_LOGO, ALGO_GRPO, ALGO_SFT } Algo;
 
 // The smallest context the roles fit in: the manager may write 64 tokens (model_actor) after a
-// prompt that needs room for its instructions and a few memories (checked at parse time, so a
-// run does not fail after its warm start).
-#define MIN_MAX_SEQ 128
+// prompt of at least 3 (env_manage_prompt). Checked at parse time, so that a run does not fail
+// after its warm start.
+#define MIN_MAX_SEQ (64 + 3)
 
 typedef struct {
     // data
@@ -1448,6 +1448,11 @@ static int run_eval(const Options *o) {
     const char *path = o->eval_data ? o->eval_data : o->test_path;
     Dataset ds = {0};
     if (load_dataset_or_die(path, &ds) != 0) return 1;
+    if (ds.n == 0) {  // a table of zeros would look like a result
+        fprintf(stderr, "error: %s holds no episodes\n", path);
+        dataset_free(&ds);
+        return 1;
+    }
     if (ds.questions_skipped || ds.evidence_skipped)
         printf("skipped %d questions that cannot be scored and %d malformed evidence ids in %s\n",
                ds.questions_skipped, ds.evidence_skipped, path);
