@@ -1831,5 +1831,10 @@ int main(int argc, char **argv) {
     BACKEND->destroy(probe);
     int rc = o.eval_policy ? run_eval(&o) : run_training(&o, argc, argv);
     free(args_buf), free(args);
+    // --eval's results go to stdout: a full disk behind a redirect must not pass silently.
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "error: cannot write the standard output: %s\n", strerror(errno));
+        rc = 1;
+    }
     return rc;
 }

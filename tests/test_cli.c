@@ -74,6 +74,13 @@ static void test_bad_flags(void) {
     }
 }
 
+// Results printed to a full device: exit 1, not a silent 0.
+static void test_stdout_full(void) {
+    if (access("/dev/full", W_OK) != 0) return;
+    int rc = proc_run_fmt("/dev/full", "%s --eval none -d %s", train_bin, data);
+    CHECK(rc == 1, "--eval with stdout on /dev/full exits 1 (exit %d)", rc);
+}
+
 static void test_injection(void) {
     // Relative paths from inside tmp, so anything created lands there.
     if (chdir(tmp) != 0) {
@@ -291,6 +298,7 @@ int main(void) {
              "--train %s --val %s --test %s",
              data, data, data);
     test_bad_flags();
+    test_stdout_full();
     test_injection();
     test_full_disk();
     if (!check_counts.failed) {
