@@ -238,5 +238,9 @@ $(REL)/tests/fuzz/make_seeds: $(REL)/tests/fuzz/make_seeds.o $(addprefix $(REL)/
 fuzz_seeds: $(REL)/tests/fuzz/make_seeds
 	$(REL)/tests/fuzz/make_seeds
 
+# the sampling-frequency helpers shared by the CPU and GPU sampler tests
+$(REL)/tests/test_sampling.o $(SANB)/tests/test_sampling.o $(EMU)/test_kernels.o \
+    $(EMUS)/test_kernels.o $(GPUB)/test_kernels.o: tests/sample_freq.h
+
 clean:
 	rm -rf build train_cpu train_gpu gen_episodes
