@@ -32,7 +32,6 @@ TESTS      := test_model test_memory test_env test_gen test_grpo test_grpo_step 
 TESTS      += test_bpe
 TESTS      += test_fuzz_seeds test_sampling
 TESTS      += test_llama
-TESTS      := test_model test_memory test_env test_gen test_grpo test_train
 TESTS      += test_files test_resume test_cli
 
 .PHONY: all help deps test test_asan test_kernels bench clean tokenizer_check
@@ -74,6 +73,10 @@ deps:
 	$(PYTHON) -m pip install -q --break-system-packages tokenizers==0.23.3 gguf==0.19.0 jinja2
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang libclang-rt-dev libomp-dev
 	$(PYTHON) -c 'import numpy; assert numpy.__version__ < "2", "numpy 2 breaks Debian torch"'
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang libclang-rt-dev libomp-dev
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libpcre2-dev libunistring-dev python3-numpy \
+	    python3-pip
+	$(PYTHON) -m pip install -q --break-system-packages tokenizers==0.23.3 gguf==0.19.0 jinja2
 
 # ---- release flavour ------------------------------------------------------------------------
 REL := build/rel
@@ -269,7 +272,7 @@ test_kernels_llama_asan: $(EMUS_LLAMA_TESTS)
 # gcc builds the same harnesses into test_fuzz_seeds, which replays the corpora in `make test`.
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
-FUZZERS      := episodes vocab checkpoint state extract manage
+FUZZERS      := episodes vocab checkpoint state extract manage bpe
 FZB          := build/fuzz
 FUZZ_SAN     := -g -O1 -fno-omit-frame-pointer -fno-sanitize-recover=all -Wno-pass-failed \
                 -fsanitize=address,undefined,float-cast-overflow
@@ -361,6 +364,9 @@ bench_smollm2: $(REL)/dev/bench_smollm2 out/smollm2.bin
 	@awk '$$1 == "bench" { v[$$2] = $$3 } END { split("prefill decode train", p, " "); \
 	    for (i = 1; i <= 3; i++) { c = v["smollm2_" p[i] "_tok_s"]; t = v["torch_smollm2_" p[i] "_tok_s"]; \
 	        if (t > 0) printf "bench smollm2_%s_vs_torch %.2f\n", p[i], c / t } }' $(REL)/bench_smollm2.txt
+# the sampling-frequency helpers shared by the CPU and GPU sampler tests
+$(REL)/tests/test_sampling.o $(SANB)/tests/test_sampling.o $(EMU)/test_kernels.o \
+    $(EMUS)/test_kernels.o $(GPUB)/test_kernels.o: tests/sample_freq.h
 
 clean:
 	rm -rf build train_cpu train_gpu gen_episodes chat

@@ -864,6 +864,8 @@ __global__ void sample_rows_kernel(int *tokens, float *logp, const float *logits
     // block reductions, O(V) each.
     float plast = 0.0f;
     double s_gt = 0.0;  // mass of the tokens with p > plast
+    // "reaches top_p", with model.h's slack for float rounding (as sample_top_p in model.c)
+    double reach = (double)top_p * (1.0 - TOP_P_SLACK);
     if (!all) {
         __syncthreads();  // p[] complete
         float pmax = 0.0f;
@@ -872,13 +874,13 @@ __global__ void sample_rows_kernel(int *tokens, float *logp, const float *logits
         unsigned lo = 0, hi = __float_as_uint(pmax);
         double f_hi = 0.0;
         for (int j = threadIdx.x; j < V; j += blockDim.x) f_hi += p[j] >= pmax ? p[j] : 0.0;
-        if (block_sum_d(f_hi) >= (double)top_p) lo = hi;
-        while (hi - lo > 1) {  // invariant: f(lo) >= top_p > f(hi)
+        if (block_sum_d(f_hi) >= reach) lo = hi;
+        while (hi - lo > 1) {  // invariant: f(lo) >= reach > f(hi)
             unsigned mid = lo + (hi - lo) / 2;
             float v = __uint_as_float(mid);
             double f = 0.0;
             for (int j = threadIdx.x; j < V; j += blockDim.x) f += p[j] >= v ? p[j] : 0.0;
-            if (block_sum_d(f) >= (double)top_p) lo = mid;
+            if (block_sum_d(f) >= reach) lo = mid;
             else hi = mid;
         }
         plast = __uint_as_float(lo);
@@ -892,7 +894,7 @@ __global__ void sample_rows_kernel(int *tokens, float *logp, const float *logits
         double tie_acc = s_gt;
         for (int j = 0; j < V; j++) {
             int k = all || p[j] > plast;
-            if (!k && p[j] == plast && tie_acc < (double)top_p) {
+            if (!k && p[j] == plast && tie_acc < reach) {
                 k = 1;
                 tie_acc += p[j];
             }

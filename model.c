@@ -928,10 +928,10 @@ int sample_top_p(const float *probs, int V, float top_p, int *keep) {
         keep[end] = t;
         sift_down(keep, 0, end - 1, probs);
     }
-    double mass = 0.0;
+    double mass = 0.0, target = (double)top_p * (1.0 - TOP_P_SLACK);  // model.h: the slack
     for (int k = 0; k < n; k++) {
         mass += probs[keep[k]];
-        if (mass >= (double)top_p) return k + 1;
+        if (mass >= target) return k + 1;
     }
     return n;
 }

@@ -123,7 +123,11 @@ int sample_request_check(const SampleRequest *req, const SampleResult *out,
 // Nucleus (top-p) selection on a probability vector probs (V): the smallest set of most probable
 // tokens whose total mass is >= top_p, ties in probability broken by the lower id. Writes their
 // ids to keep (room for V ints), most probable first, and returns how many. top_p >= 1 keeps
-// all V (in id order). The sampler uses exactly this function (model.c).
+// all V (in id order). The sampler uses exactly this function (model.c); the GPU kernel the
+// same rule. "Reaches top_p" means mass >= top_p * (1 - TOP_P_SLACK): float probabilities carry
+// rounding of ~1e-7, and an exact-mass boundary (0.3 + 0.3 + 0.2 with top_p 0.8) must not keep
+// or drop a token on the last bit, or on which backend computed them (tests/test_sampling.c).
+#define TOP_P_SLACK 1e-5
 int sample_top_p(const float *probs, int V, float top_p, int *keep);
 
 // ---------------------------------------------------------------------------------------------

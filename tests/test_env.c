@@ -149,6 +149,51 @@ static void test_load_errors(void) {
     printf("loader: %d bad files rejected with positioned messages, e.g. \"%s\"\n", n, err);
 }
 
+// Numbers at the edges: huge dia_ids are counted skips (the contract for malformed evidence),
+// a huge numeric sample_id is only a name, NaN is not JSON, huge session numbers are refused.
+static void test_load_numbers(void) {
+    char path[256], err[512];
+    snprintf(path, sizeof path, "%s/numbers.json", tmpdir);
+    write_file(path,
+               "[{\"sample_id\": 1e300, \"conversation\": {\"speaker_a\": \"a\", \"speaker_b\": "
+               "\"b\", \"session_1\": [{\"speaker\": \"a\", \"dia_id\": \"D99999999999999:1\", "
+               "\"text\": \"hi\"}]}, \"qa\": [{\"question\": \"q?\", \"answer\": 1e300, "
+               "\"evidence\": [\"D1:99999999999\", \"D99999999999:1\", \"D1:1\"], \"category\": 1000}]}]");
+    Dataset ds;
+    int rc = dataset_load(path, &ds, err, sizeof err);
+    CHECK(rc == 0, "huge ids: %s", err);
+    if (rc == 0) {
+        const Episode *E = &ds.episodes[0];
+        CHECK(strcmp(E->sample_id, "1e+300") == 0, "numeric sample_id '%s'", E->sample_id);
+        CHECK(E->sessions[0].turns[0].dia == 0, "huge turn dia_id -> 0 (%d)",
+              E->sessions[0].turns[0].dia);
+        CHECK(E->n_qa == 1 && E->qa[0].n_evidence == 1 && E->qa[0].evidence[0] == DIA_CODE(1, 1) &&
+                  ds.evidence_skipped == 2 && E->qa[0].category == 1000,
+              "huge evidence ids skipped and counted: %d kept, %d skipped", E->qa[0].n_evidence,
+              ds.evidence_skipped);
+        CHECK(strcmp(E->qa[0].answer, "1e+300") == 0, "numeric answer '%s'", E->qa[0].answer);
+        dataset_free(&ds);
+    }
+    const char *bad[][2] = {
+        {"[{\"conversation\": {\"speaker_a\": \"a\", \"speaker_b\": \"b\", \"session_1\": []}, "
+         "\"qa\": [{\"question\": \"q?\", \"answer\": \"x\", \"category\": NaN}]}]",
+         "JSON syntax error"},
+        {"[{\"conversation\": {\"speaker_a\": \"a\", \"speaker_b\": \"b\", "
+         "\"session_99999999999\": []}}]", "no session_N"},
+        {"[{\"conversation\": {\"speaker_a\": \"a\", \"speaker_b\": \"b\", \"session_5000\": []}}]",
+         "at most 999 sessions"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        write_file(path, bad[i][0]);
+        err[0] = 0;
+        rc = dataset_load(path, &ds, err, sizeof err);
+        CHECK(rc == -1 && strstr(err, path) && strstr(err, bad[i][1]), "case %zu: want '%s', got '%s'",
+              i, bad[i][1], err);
+        if (rc == 0) dataset_free(&ds);
+    }
+    remove(path);
+}
+
 // ---------------------------------------------------------------------------------------------
 // The hand-written LoCoMo-format file with the real data's quirks
 static void test_quirks(const Env *base) {
@@ -674,6 +719,7 @@ int main(void) {
     env_config_default(&env.cfg);
     test_scores();
     test_load_errors();
+    test_load_numbers();
     test_quirks(&env);
 
     const char *gen = getenv("MEMR2_GEN");

@@ -37,6 +37,7 @@ extern "C" {
 }
 #include "kernels.h"
 #include "tests/check.h"
+#include "tests/sample_freq.h"
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -865,6 +866,20 @@ static void test_sampler(void) {
     int c01 = 0;
     for (int t : tok) c01 += t <= 1;
     CHECK(c01 == n, "top-p ties: %d of %d in {0, 1}", c01, n);
+    // Exact-mass boundary with a tie at the cut: sorted 0.3 (id 1), 0.3 (id 3), 0.2 (id 0),
+    // 0.2 (id 2); the mass reaches 0.8 exactly with id 0, so id 2 (same probability) stays out.
+    // On the u grid the frequencies are exact: 0.25, 0.375, 0, 0.375 (within 1).
+    run(std::vector<float>{0.2f, 0.3f, 0.2f, 0.3f, 1e-9f}, 1.0f, 0.8f, tok, lp);
+    {
+        int cb[5] = {0};
+        for (int t : tok) cb[t]++;
+        printf("  boundary tie, top_p 0.8 = 0.3+0.3+0.2: counts %d %d %d %d %d (want %g %g 0 %g 0)\n",
+               cb[0], cb[1], cb[2], cb[3], cb[4], 0.25 * n, 0.375 * n, 0.375 * n);
+        CHECK(cb[2] == 0 && cb[4] == 0 && abs(cb[0] - n / 4) <= 1 && abs(cb[1] - 3 * n / 8) <= 1 &&
+                  abs(cb[3] - 3 * n / 8) <= 1,
+              "top-p exact-mass boundary with a tie: counts %d %d %d %d %d", cb[0], cb[1], cb[2],
+              cb[3], cb[4]);
+    }
     // full distribution at temperature 0.5: p^2 renormalised, frequencies within 1 of n * q
     run(p, 0.5f, 1.0f, tok, lp);
     double q[5], qs = 0;
@@ -916,6 +931,51 @@ static void test_sampler(void) {
     cudaFree(probs);
     cudaFree(dtok);
     cudaFree(keep);
+}
+
+// The whole GPU sampling path (cuRAND uniforms, the sampler kernel, the decode loop) against the
+// renormalised nucleus by chi-square, as tests/test_sampling.c does for the CPU (see
+// tests/sample_freq.h); fewer draws, since every decode step is emulated.
+static void test_sample_frequencies(void) {
+    enum { FV = 8, FT = 64, FB = 32, FCALLS = 1 };  // 32 x 63 = 2016 draws per case
+    printf("gpu_backend sampling frequencies, %d draws per case, false-alarm rate 1e-6 per case\n",
+           FCALLS * FB * (FT - 1));
+    ModelConfig cfg = {FV, FT, 1, 1, 32};
+    Model *m = gpu_backend.create(&cfg, FB, 1);
+    CHECK(m != NULL, "gpu_backend.create");
+    if (!m) return;
+    std::vector<float> w(config_num_params(&cfg));
+    const double skew[FV] = {0.30, 0.20, 0.15, 0.12, 0.10, 0.07, 0.04, 0.02};
+    const double tie[FV] = {0.2, 0.3, 0.2, 0.3, 1e-9, 1e-9, 1e-9, 1e-9};
+    const double pow2[FV] = {0.5, 0.25, 0.125, 0.0625, 0.03125, 0.015625, 0.0078125, 0.0078125};
+    struct {
+        const char *name;
+        const double *p;
+        float temperature;
+        double top_p;
+    } cases[] = {{"top_p 0.8, T=1 (5 kept, mass .87)", skew, 1.0f, 0.8},
+                 {"top_p 0.6, T=0.7", skew, 0.7f, 0.6},
+                 {"boundary tie: top_p 0.8 = 0.3+0.3+0.2", tie, 1.0f, 0.8},
+                 {"boundary: top_p 0.75 = 0.5+0.25", pow2, 1.0f, 0.75}};
+    for (const auto &c : cases) {
+        double pt[FV], q[FV];
+        sf_tempered(c.p, FV, c.temperature, pt);
+        int k = sf_nucleus(pt, FV, c.top_p, q);
+        sf_fixed_logits(w.data(), &cfg, c.p);
+        gpu_backend.set_params(m, w.data());
+        SfResult r = sf_sample(&gpu_backend, m, FV, FB, FT, FCALLS, c.temperature, (float)c.top_p, q);
+        double crit = k > 1 ? sf_chi2_crit(k - 1) : 0.0;
+        printf("  %-38s nucleus %d, chi2 %7.2f (crit %.1f), outside %ld, counts", c.name, k, r.chi2,
+               crit, r.outside);
+        for (int v = 0; v < FV; v++) printf(" %ld", r.counts[v]);
+        printf(" of %ld\n", r.total);
+        CHECK(r.failed_calls == 0 && r.total == (long)FCALLS * FB * (FT - 1), "%s: %ld draws",
+              c.name, r.total);
+        CHECK(r.outside == 0, "%s: %ld draws outside the nucleus", c.name, r.outside);
+        CHECK(r.chi2 <= crit, "%s: chi-square %.2f over the 1e-6 critical value %.2f", c.name,
+              r.chi2, crit);
+    }
+    gpu_backend.destroy(m);
 }
 
 // =============================================================================================
@@ -1206,6 +1266,7 @@ int main(void) {
     for (const Shape &s : shapes) test_layers(s);
     test_optimizer();
     test_sampler();
+    test_sample_frequencies();
     test_backend();
     return check_summary("test_kernels");
 }

@@ -112,6 +112,7 @@ static inline void fuzz_world_free(FuzzWorld *w) {
 }
 
 int fuzz_episodes(const uint8_t *data, size_t size);
+int fuzz_bpe(const uint8_t *data, size_t size);
 int fuzz_vocab(const uint8_t *data, size_t size);
 int fuzz_checkpoint(const uint8_t *data, size_t size);
 int fuzz_state(const uint8_t *data, size_t size);
