@@ -62,19 +62,24 @@ static int alloc_sampling(struct Model *m) {
     return 0;
 }
 
+// Decode attention of nq query heads that share one K/V head, at the newest position (they
+// see all P cached keys): q, o (nq, hs) contiguous; kb, vb: (maxT, hs); sc: (nq, P) scratch.
+static void attend_group(float *o, const float *q, const float *kb, const float *vb, int nq,
+                         int P, int hs, float *sc) {
+    float scale = 1.0f / sqrtf((float)hs);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, P, hs, scale, q, hs, kb, hs, 0.0f,
+                sc, P);
+    for (int i = 0; i < nq; i++) softmax_causal_row(sc + (size_t)i * P, P - 1, P);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, hs, P, 1.0f, sc, P, vb, hs, 0.0f,
+                o, hs);
+}
+
 // Attention of one packed row's Tq new queries (head h, positions start .. start+Tq-1) over
-// the cached keys 0 .. start+Tq-1: blocks of ATT_QB queries, two sgemms each; a decode step
-// (Tq = 1) is two matrix-vector products. q: row stride C; kb, vb: (maxT, hs); o: stride C.
+// the cached keys 0 .. start+Tq-1, in blocks of ATT_QB queries, two sgemms each.
+// q: row stride C; kb, vb: (maxT, hs); o: row stride C; sc: (ATT_QB, maxT) scratch.
 static void attend_cached(float *o, const float *q, const float *kb, const float *vb, int Tq,
                           int start, int C, int hs, float *sc) {
     float scale = 1.0f / sqrtf((float)hs);
-    if (Tq == 1) {
-        int P = start + 1;
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, P, hs, scale, kb, hs, q, 1, 0.0f, sc, 1);
-        softmax_causal_row(sc, P - 1, P);
-        cblas_sgemv(CblasRowMajor, CblasTrans, P, hs, 1.0f, vb, hs, sc, 1, 0.0f, o, 1);
-        return;
-    }
     for (int q0 = 0; q0 < Tq; q0 += ATT_QB) {
         int nq = Tq - q0 < ATT_QB ? Tq - q0 : ATT_QB, P = start + q0 + nq;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, P, hs, scale,
@@ -129,17 +134,33 @@ static void infer_forward(void *ctx, const int *tokens, int n, const int *qoff, 
                 memcpy(kc + at, m->ik + i * KVd + (size_t)h * hs, sizeof(float) * hs);
                 memcpy(vc + at, m->iv + i * KVd + (size_t)h * hs, sizeof(float) * hs);
             }
-        // Rows differ in length: dynamic schedule over (row, query head).
+        if (R == (size_t)n && grp <= 2 * ATT_QB) {
+            // A decode step: the grp query heads sharing a K/V head are consecutive in the
+            // query row, so they form a (grp, hs) matrix and one pair of sgemms reads that
+            // head's cached keys and values once for all of them.
 #pragma omp parallel for collapse(2) schedule(dynamic) num_threads(m->nthreads) \
     if (att_work >= MATMUL_PAR_MIN)
-        for (int r = 0; r < n; r++)
-            for (int h = 0; h < NH; h++) {
-                size_t kvo = ((size_t)slot[r] * KV + (size_t)(h / grp)) * maxT * hs;
-                float *sc = m->att_scratch + (size_t)omp_get_thread_num() * 2 * ATT_QB * maxT;
-                attend_cached(m->iatty + (size_t)qoff[r] * C + (size_t)h * hs,
-                              m->iq + (size_t)qoff[r] * C + (size_t)h * hs, kc + kvo, vc + kvo,
-                              qoff[r + 1] - qoff[r], start[r], C, hs, sc);
-            }
+            for (int r = 0; r < n; r++)
+                for (int g = 0; g < KV; g++) {
+                    size_t kvo = ((size_t)slot[r] * KV + (size_t)g) * maxT * hs;
+                    size_t qo = (size_t)r * C + (size_t)g * grp * hs;
+                    float *sc = m->att_scratch + (size_t)omp_get_thread_num() * 2 * ATT_QB * maxT;
+                    attend_group(m->iatty + qo, m->iq + qo, kc + kvo, vc + kvo, grp, start[r] + 1,
+                                 hs, sc);
+                }
+        } else {
+            // Prefill: rows differ in length, dynamic schedule over (row, query head).
+#pragma omp parallel for collapse(2) schedule(dynamic) num_threads(m->nthreads) \
+    if (att_work >= MATMUL_PAR_MIN)
+            for (int r = 0; r < n; r++)
+                for (int h = 0; h < NH; h++) {
+                    size_t kvo = ((size_t)slot[r] * KV + (size_t)(h / grp)) * maxT * hs;
+                    float *sc = m->att_scratch + (size_t)omp_get_thread_num() * 2 * ATT_QB * maxT;
+                    attend_cached(m->iatty + (size_t)qoff[r] * C + (size_t)h * hs,
+                                  m->iq + (size_t)qoff[r] * C + (size_t)h * hs, kc + kvo,
+                                  vc + kvo, qoff[r + 1] - qoff[r], start[r], C, hs, sc);
+                }
+        }
         // iln and iq are free now: they take Wo's and Wdown's outputs.
         matmul_forward(m->iln, m->iatty, p->wo + lq, NULL, (int)R, C, C);
 #pragma omp parallel for simd schedule(static) if (R * C >= PAR_MIN)
