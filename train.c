@@ -711,12 +711,13 @@ static int sort_turns_by_length(const TurnBuffer *tb, int *idx, int n) {
     return 0;
 }
 
-// logp of every output token of every turn under model m, into out (parallel to tb->tokens).
-static int score_turns(Trainer *tr, Model *m, const TurnBuffer *tb, float *out) {
-    int n = turns_count(tb);
+// logp of every output token of turns idx[0..n) under model m, into out (parallel to
+// tb->tokens).
+static int score_turns(Trainer *tr, Model *m, const TurnBuffer *tb, const int *idx, int n,
+                       float *out) {
     int *order = malloc(sizeof(int) * (size_t)(n ? n : 1));
     if (!order) return -1;
-    for (int i = 0; i < n; i++) order[i] = i;
+    memcpy(order, idx, sizeof(int) * (size_t)n);
     sort_turns_by_length(tb, order, n);
     for (int s = 0; s < n; s += tr->rows.maxB) {
         int B = min_int(tr->rows.maxB, n - s);
@@ -748,7 +749,7 @@ static int ppo_update(Trainer *tr, const TurnBuffer *tb, float lr, StepMetrics *
     double t0 = now_seconds();
     int n = grpo_update_turns(&o->grpo, tb->turns, n_all, order);
     sm->turns_update = n;
-    if (n > 0 && score_turns(tr, tr->ref, tb, ref_lp) != 0) goto done;
+    if (n > 0 && score_turns(tr, tr->ref, tb, order, n, ref_lp) != 0) goto done;
     double gn_sum = 0;
     int updates = 0;
     for (int epoch = 0; epoch < o->grpo.ppo_epochs && n > 0; epoch++) {
