@@ -5,13 +5,12 @@
 //   ./train_cpu --eval POLICY -d FILE        evaluate a baseline or a checkpoint
 //   ./train_cpu --help                       every flag
 //
-// Reading order for one training step: main -> run_training -> rl_step, which
-//   1. rolls out G memory lineages through H sessions     (rollout.c -> env.c, memory.c, model)
-//   2. scores each final bank with the frozen answerer     (env.c)
-//   3. re-runs picked sessions K times from snapshots       (rollout.c, memory snapshots)
-//   4. turns rewards into global and local advantages      (grpo.c)
-//   5. runs PPO epochs: forward -> per-token coefficients (grpo.c) -> backward -> AdamW
-//                                                           (model.c / kernels.cu)
+// Reading order for one training step: main -> run_training -> run_curriculum -> rl_step, which
+//   1-4. calls grpo_collect (grpo.c): G memory lineages rolled out through H sessions, their
+//        final banks scored, picked sessions re-run K times from snapshots, and every turn
+//        given its global or local advantage           (rollout.c, env.c, memory.c, model)
+//   5.   runs PPO epochs: forward -> grpo_rows_grad (grpo.c) -> backward -> AdamW
+//                                                       (model.c / kernels.cu)
 // The same file builds train_cpu (model.c backend) and train_gpu (kernels.cu backend).
 #include <errno.h>
 #include <getopt.h>
