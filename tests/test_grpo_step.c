@@ -120,8 +120,7 @@ static void test_update_turns(void) {
     const float A[4] = {0, 1, 0, -2};
     for (int i = 0; i < 4; i++) tt[i].advantage = A[i];
     int idx[4];
-    CHECK(c.zero_adv == ZERO_ADV_SKIP, "the default (measured) skips zero advantages");
-    c.zero_adv = ZERO_ADV_DILUTE;
+    CHECK(c.zero_adv == ZERO_ADV_DILUTE, "the default is the paper's: zero advantages dilute");
     CHECK(grpo_update_turns(&c, tt, 4, idx) == 4 && idx[0] == 0 && idx[3] == 3,
           "dilute: every turn enters the update");
     c.zero_adv = ZERO_ADV_SKIP;

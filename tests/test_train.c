@@ -184,21 +184,22 @@ static int update_turns(const char *path, int *all) {
     return upd;
 }
 
-// --zero-adv: skip (default) trains only on turns with an advantage; dilute on every turn.
+// --zero-adv: dilute (default) trains on every turn; skip only on those with an advantage.
 static void test_zero_adv(const char *train_bin, const char *flags, const char *data) {
     char cmd[4096], path[512];
     snprintf(cmd, sizeof cmd,
-             "%s %s --zero-adv dilute --train %s --val %s --test %s -o %s/dilute --seed 5 "
-             "> %s/dilute.txt 2>&1", train_bin, flags, data, data, data, tmpdir, tmpdir);
-    CHECK(run(cmd) == 0, "a --zero-adv dilute run finishes (see %s/dilute.txt)", tmpdir);
+             "%s %s --zero-adv skip --train %s --val %s --test %s -o %s/skip --seed 5 "
+             "> %s/skip.txt 2>&1", train_bin, flags, data, data, data, tmpdir, tmpdir);
+    CHECK(run(cmd) == 0, "a --zero-adv skip run finishes (see %s/skip.txt)", tmpdir);
     int all = 0, upd;
-    snprintf(path, sizeof path, "%s/dilute/log.jsonl", tmpdir);
-    upd = update_turns(path, &all);
-    CHECK(all > 0 && upd == all, "dilute: every turn enters the update (%d of %d)", upd, all);
     snprintf(path, sizeof path, "%s/out0/log.jsonl", tmpdir);
     upd = update_turns(path, &all);
+    CHECK(all > 0 && upd == all, "dilute (default): every turn enters the update (%d of %d)", upd,
+          all);
+    snprintf(path, sizeof path, "%s/skip/log.jsonl", tmpdir);
+    upd = update_turns(path, &all);
     CHECK(all > 0 && upd > 0 && upd < all,
-          "skip (default): only turns with an advantage enter the update (%d of %d)", upd, all);
+          "skip: only turns with an advantage enter the update (%d of %d)", upd, all);
 }
 
 static void test_end_to_end(const char *train_bin, const char *data) {
