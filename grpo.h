@@ -34,7 +34,7 @@ typedef struct {
     float beta_ent;      // entropy bonus (1e-3)
     int ppo_epochs;      // passes over each batch with cached old log-probs (2)
     float lambda, rho;   // compression penalty weight and allowance (0.3, 0.7)
-    ZeroAdvMode zero_adv;// (ZERO_ADV_DILUTE)
+    ZeroAdvMode zero_adv;// (ZERO_ADV_DILUTE, the paper's)
 } GrpoConfig;
 
 void grpo_config_default(GrpoConfig *c);

@@ -5,13 +5,12 @@
 //   ./train_cpu --eval POLICY -d FILE        evaluate a baseline or a checkpoint
 //   ./train_cpu --help                       every flag
 //
-// Reading order for one training step: main -> run_training -> rl_step, which
-//   1. rolls out G memory lineages through H sessions     (rollout.c -> env.c, memory.c, model)
-//   2. scores each final bank with the frozen answerer     (env.c)
-//   3. re-runs picked sessions K times from snapshots       (rollout.c, memory snapshots)
-//   4. turns rewards into global and local advantages      (grpo.c)
-//   5. runs PPO epochs: forward -> per-token coefficients (grpo.c) -> backward -> AdamW
-//                                                           (model.c / kernels.cu)
+// Reading order for one training step: main -> run_training -> run_curriculum -> rl_step, which
+//   1-4. calls grpo_collect (grpo.c): G memory lineages rolled out through H sessions, their
+//        final banks scored, picked sessions re-run K times from snapshots, and every turn
+//        given its global or local advantage           (rollout.c, env.c, memory.c, model)
+//   5.   runs PPO epochs: forward -> grpo_rows_grad (grpo.c) -> backward -> AdamW
+//                                                       (model.c / kernels.cu)
 // The same file builds train_cpu (model.c backend) and train_gpu (kernels.cu backend).
 #include <errno.h>
 #include <fcntl.h>
@@ -167,7 +166,7 @@ static void usage(FILE *f, const char *prog) {
 "  --beta-kl X --beta-ent X --eps-clip X --dual-clip X   (default %g %g %g %g)\n"
 "  --ppo-epochs N       (default %d)    --turns-per-update N (default %d)\n"
 "  --lambda X --rho X   compression penalty (default %g %g)\n"
-"  --zero-adv MODE      dilute (turns with advantage 0 count in the loss's mean, the paper)\n"
+"  --zero-adv MODE      dilute (turns with advantage 0 count in the loss's mean, the paper's)\n"
 "                       | skip (they stay out of the update) (default %s)\n"
 "  --eval-every N       validation every N RL steps (default %d)\n"
 "  --select WHICH       last | best: the policy a stage ends on, seeding the next stage and\n"
@@ -896,12 +895,13 @@ static int sort_turns_by_length(const TurnBuffer *tb, int *idx, int n) {
     return 0;
 }
 
-// logp of every output token of every turn under model m, into out (parallel to tb->tokens).
-static int score_turns(Trainer *tr, Model *m, const TurnBuffer *tb, float *out) {
-    int n = turns_count(tb);
+// logp of every output token of turns idx[0..n) under model m, into out (parallel to
+// tb->tokens).
+static int score_turns(Trainer *tr, Model *m, const TurnBuffer *tb, const int *idx, int n,
+                       float *out) {
     int *order = malloc(sizeof(int) * (size_t)(n ? n : 1));
     if (!order) return -1;
-    for (int i = 0; i < n; i++) order[i] = i;
+    memcpy(order, idx, sizeof(int) * (size_t)n);
     sort_turns_by_length(tb, order, n);
     for (int s = 0; s < n; s += tr->rows.maxB) {
         int B = min_int(tr->rows.maxB, n - s);
@@ -933,7 +933,7 @@ static int ppo_update(Trainer *tr, const TurnBuffer *tb, float lr, StepMetrics *
     double t0 = now_seconds();
     int n = grpo_update_turns(&o->grpo, tb->turns, n_all, order);
     sm->turns_update = n;
-    if (n > 0 && score_turns(tr, tr->ref, tb, ref_lp) != 0) goto done;
+    if (n > 0 && score_turns(tr, tr->ref, tb, order, n, ref_lp) != 0) goto done;
     double gn_sum = 0;
     int updates = 0;
     for (int epoch = 0; epoch < o->grpo.ppo_epochs && n > 0; epoch++) {
