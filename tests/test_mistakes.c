@@ -8,7 +8,9 @@
 //   - the default flaws cost F1 (below the oracle) and still beat insert-only at 32 sessions
 //   - the counter itself: a hand-made extractor output with a person swapped is one
 //     "wrong speaker", a made-up fact is one "other", a gold fact is not a mistake
-// Data: $MEMR2_GEN (default ./gen_episodes).
+//   - `train_cpu --eval POLICY --mistakes` on the teacher, a tiny checkpoint and a baseline it
+//     cannot report on
+// Binaries: $MEMR2_GEN (default ./gen_episodes), $MEMR2_TRAIN (default ./train_cpu).
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -149,6 +151,38 @@ static void test_counter(const Env *env, const Dataset *ds) {
     turns_free(&tb);
 }
 
+static void test_program(const char *dir, const char *data) {
+    const char *tr = getenv("MEMR2_TRAIN");
+    tr = tr && *tr ? tr : "./train_cpu";
+    char cmd[4096];
+    // the teacher: one line per bucket of sessions and one for all; no first-person fact missed
+    snprintf(cmd, sizeof cmd,
+             "%s --eval teacher -d %s --mistakes > %s/t.txt && "
+             "test $(grep -c '^mistakes policy=teacher sessions=' %s/t.txt) = 4 && "
+             "grep -q '^mistakes policy=teacher sessions=1-32 facts=[1-9][0-9]* missed=0\\.[0-9]* "
+             "missed_first=0\\.0000 missed_third=0\\.[1-9]' %s/t.txt",
+             tr, data, dir, dir, dir);
+    CHECK(system(cmd) == 0, "--eval teacher --mistakes (see %s/t.txt)", dir);
+    // a checkpoint (a tiny warm start), greedy, on 2 episodes of 4 sessions (an untrained model
+    // writes to its length limit: keep the sanitizer build fast)
+    const char *gen = getenv("MEMR2_GEN");
+    snprintf(cmd, sizeof cmd,
+             "%s --seed 2 --episodes 2 --sessions 4 -o %s/small.json && "
+             "%s --layers 1 --heads 2 --channels 32 --max-batch 16 --sft-steps 3 --sft-batch 8 "
+             "--algo sft --test-episodes 1 --train %s/small.json --val %s/small.json "
+             "--test %s/small.json -o %s/out -q > %s/train.txt 2>&1 && "
+             "%s --eval %s/out/sft.bin -d %s/small.json --mistakes > %s/m.txt && "
+             "test $(grep -c '^mistakes policy=.*sft.bin sessions=1-4 facts=[1-9]' %s/m.txt) = 2",
+             gen && *gen ? gen : "./gen_episodes", dir, tr, dir, dir, dir, dir, dir, tr, dir, dir,
+             dir, dir);
+    CHECK(system(cmd) == 0, "--eval CHECKPOINT --mistakes (see %s/m.txt, %s/train.txt)", dir,
+          dir);
+    snprintf(cmd, sizeof cmd, "%s --eval insert-only -d %s --mistakes > /dev/null 2>&1", tr,
+             data);
+    int rc = system(cmd);
+    CHECK(rc != 0, "--mistakes accepted insert-only");
+}
+
 int main(void) {
     const char *gen = getenv("MEMR2_GEN");
     char dir[] = "/tmp/memr2_test_mistakes_XXXXXX", path[256], cmd[1024], err[512];
@@ -170,12 +204,17 @@ int main(void) {
             test_flaws(&env, &ds);
             test_counter(&env, &ds);
         }
+        test_program(dir, path);
         vocab_free(v);
         dataset_free(&ds);
     } else {
         CHECK(0, "generated data: %s", err);
     }
-    remove(path);
-    rmdir(dir);
+    if (!check_counts.failed) {
+        snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+        if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+    } else {
+        fprintf(stderr, "kept %s for inspection\n", dir);
+    }
     return check_summary("test_mistakes");
 }
