@@ -62,7 +62,7 @@ int main(void) {
         const char *name;
         int (*fn)(const uint8_t *, size_t);
     } h[] = {{"episodes", fuzz_episodes}, {"vocab", fuzz_vocab},     {"checkpoint", fuzz_checkpoint},
-             {"state", fuzz_state},       {"extract", fuzz_extract}, {"manage", fuzz_manage},
+             {"state", fuzz_state},       {"runstate", fuzz_runstate},       {"extract", fuzz_extract}, {"manage", fuzz_manage},
              {"bpe", fuzz_bpe}};
     for (size_t i = 0; i < sizeof h / sizeof h[0]; i++) {
         int n = replay(h[i].name, h[i].fn, NULL);

@@ -116,6 +116,7 @@ int fuzz_bpe(const uint8_t *data, size_t size);
 int fuzz_vocab(const uint8_t *data, size_t size);
 int fuzz_checkpoint(const uint8_t *data, size_t size);
 int fuzz_state(const uint8_t *data, size_t size);
+int fuzz_runstate(const uint8_t *data, size_t size);
 int fuzz_extract(const uint8_t *data, size_t size);
 // kinds (may be NULL): per OpKind, how many parsed ops memory_apply accepted (the seed test
 // checks that the committed corpus reaches UPDATE and DELETE).

@@ -10,6 +10,7 @@
 
 #include "env.h"
 #include "model.h"
+#include "runstate.h"
 
 static int put(const char *name, const char *file, const void *data, size_t n) {
     char path[512];
@@ -114,6 +115,29 @@ int main(void) {
     st.blob = NULL, st.blob_bytes = 0, st.step = 0;
     if (train_state_save(ck, &g, &st, err, sizeof err) != 0) return 1;
     bad |= put_file("state", "seed_state_noblob.bin", ck);
+    // resume blobs (runstate.c) for nparams = 5, as fuzz_runstate decodes them
+    {
+        float pr[5] = {1, 2, 3, 4, 5}, pb[5] = {0.5f, 0, 0, 0, -1};
+        CurvePoint rw[2] = {{1, 0.25f}, {2, 0.5f}}, vl[1] = {{2, 0.125f}};
+        RunState rs = {.phase = RUN_RL, .stage = 1, .stage_step = 2, .done_steps = 18,
+                       .global_step = 18, .warm_started = 1, .best_f1 = 0.3, .log_bytes = 4096,
+                       .copy = {pr, pb, pb, pr}, .reward_pts = rw, .val_pts = vl, .n_reward = 2,
+                       .n_val = 1};
+        RunState sft = {.phase = RUN_SFT, .sft_step = 100, .copy = {pr}};
+        const RunState *seeds[2] = {&rs, &sft};
+        const char *names[2] = {"seed_rl", "seed_sft"};
+        for (int k = 0; k < 2; k++) {
+            void *b = NULL;
+            size_t nb = 0;
+            if (runstate_encode(seeds[k], 5, &b, &nb) != 0) return 1;
+            FILE *f = fopen(ck, "wb");
+            int ok = f && fwrite(b, 1, nb, f) == nb;
+            if (f && fclose(f) != 0) ok = 0;
+            free(b);
+            if (!ok) return 1;
+            bad |= put_file("runstate", names[k], ck);
+        }
+    }
     free(pg), free(pl), free(mv);
     // EXTRACT outputs: chunk selector byte (1 = chunk 0), then ids
     enum { W = TOK_FIRST_WORD };
@@ -137,6 +161,6 @@ int main(void) {
     bad |= put_tokens("manage", "seed_noop", nop, sizeof nop / sizeof nop[0]);
     bad |= put_tokens("manage", "seed_all", all, sizeof all / sizeof all[0]);
     if (bad) return 1;
-    printf("make_seeds: wrote tests/fuzz/corpus/{episodes,vocab,checkpoint,state,extract,manage}\n");
+    printf("make_seeds: wrote tests/fuzz/corpus/{episodes,vocab,checkpoint,state,runstate,extract,manage}\n");
     return 0;
 }
