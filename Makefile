@@ -71,12 +71,9 @@ deps:
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libpcre2-dev libunistring-dev python3-numpy \
 	    python3-pip
 	$(PYTHON) -m pip install -q --break-system-packages tokenizers==0.23.3 gguf==0.19.0 jinja2
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang libclang-rt-dev libomp-dev
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang libclang-rt-dev libomp-dev \
+	    libopenmpi-dev openmpi-bin
 	$(PYTHON) -c 'import numpy; assert numpy.__version__ < "2", "numpy 2 breaks Debian torch"'
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang libclang-rt-dev libomp-dev
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libpcre2-dev libunistring-dev python3-numpy \
-	    python3-pip
-	$(PYTHON) -m pip install -q --break-system-packages tokenizers==0.23.3 gguf==0.19.0 jinja2
 
 # ---- release flavour ------------------------------------------------------------------------
 REL := build/rel
