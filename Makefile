@@ -22,7 +22,8 @@ GPU_ARCHS ?= 80 89 90
 NVCC_GENCODE := $(foreach a,$(GPU_ARCHS),-gencode arch=compute_$(a),code=sm_$(a))
 
 # ---- sources -------------------------------------------------------------------------------
-CORE_SRC   := model.c llama.c memory.c env.c grpo.c rollout.c credit.c stats.c mistakes.c
+CORE_SRC   := model.c llama.c memory.c data/locomo.c vocab.c world.c world_synth.c world_synth_teacher.c
+CORE_SRC   += eval.c grpo.c rollout.c credit.c stats.c mistakes.c
 CORE_SRC   += files.c runstate.c
 CORE_SRC   += bpe.c bpe_load.c
 CORE_SRC   += llama_cpu.c llama_sample.c
@@ -78,7 +79,7 @@ deps:
 # ---- release flavour ------------------------------------------------------------------------
 REL := build/rel
 EMU := build/emu
-$(REL)/%.o: %.c $(wildcard *.h) | $(REL)/data $(REL)/tests $(REL)/dev
+$(REL)/%.o: %.c $(wildcard *.h data/*.h) | $(REL)/data $(REL)/tests $(REL)/dev
 	$(CC) $(CSTD) $(WARN) $(OPT) -I. -c $< -o $@
 $(REL)/data $(REL)/tests $(REL)/dev build/san/data build/san/tests build/san/dev build/emu:
 	mkdir -p $@
@@ -88,9 +89,10 @@ train_cpu: $(addprefix $(REL)/,$(TRAIN_SRC:.c=.o) $(CORE_SRC:.c=.o)) | gen_episo
 	$(CC) $(OPT) $^ $(LIBS) -o $@
 gen_episodes: $(REL)/data/gen_episodes.o
 	$(CC) $(OPT) $^ $(LIBS) -o $@
-# the synthetic world's grammar is shared by the generator and env.c
-$(REL)/env.o $(REL)/data/gen_episodes.o build/san/env.o build/san/data/gen_episodes.o \
-    build/gpu/env.o: data/grammar.h
+# the synthetic world's grammar is shared by the generator and the synthetic world
+GRAMMAR_USERS := world_synth.o world_synth_teacher.o mistakes.o data/gen_episodes.o
+$(addprefix $(REL)/,$(GRAMMAR_USERS)) $(addprefix build/san/,$(GRAMMAR_USERS)) \
+    $(addprefix build/gpu/,$(GRAMMAR_USERS)): data/grammar.h
 
 # model speed vs PyTorch (train_tok_s, decode_tok_s, sgemm share); flags: make bench BENCH_FLAGS="-T 256"
 BENCH_FLAGS ?=
@@ -126,7 +128,7 @@ test: $(addprefix $(REL)/tests/,$(TESTS)) gen_episodes train_cpu $(EMU)/test_ker
 
 # ---- sanitizer flavour ----------------------------------------------------------------------
 SANB := build/san
-$(SANB)/%.o: %.c $(wildcard *.h) | $(SANB)/data $(SANB)/tests $(SANB)/dev
+$(SANB)/%.o: %.c $(wildcard *.h data/*.h) | $(SANB)/data $(SANB)/tests $(SANB)/dev
 	$(CC) $(CSTD) $(WARN) $(SAN) -I. -c $< -o $@
 $(SANB)/tests/%: $(SANB)/tests/%.o $(addprefix $(SANB)/,$(CORE_SRC:.c=.o))
 	$(CC) $(SAN) $^ $(LIBS) -o $@
@@ -144,7 +146,8 @@ test_asan: $(addprefix $(SANB)/tests/,$(TESTS)) $(SANB)/gen_episodes $(SANB)/tra
 
 # ---- GPU flavour ----------------------------------------------------------------------------
 GPUB := build/gpu
-$(GPUB)/%.o: %.c $(wildcard *.h) | $(GPUB)
+$(GPUB)/%.o: %.c $(wildcard *.h data/*.h) | $(GPUB)
+	@mkdir -p $(dir $@)
 	$(CC) $(CSTD) $(WARN) $(OPT) -DMEMR2_GPU -I. -c $< -o $@
 $(GPUB)/kernels.o: kernels.cu kernels.h model.h dev/cuda_cpu.h dev/cuda_cpu_blas.h | $(GPUB)
 	@test -n "$(NVCC)" || { echo "nvcc not found: install the CUDA toolkit to build train_gpu"; exit 1; }
@@ -276,17 +279,18 @@ FUZZ_SAN     := -g -O1 -fno-omit-frame-pointer -fno-sanitize-recover=all -Wno-pa
 FUZZ_HARNESS_OBJ := $(addprefix tests/fuzz/fuzz_,$(addsuffix .o,$(FUZZERS)))
 $(FZB) $(FZB)/tests/fuzz $(REL)/tests/fuzz $(SANB)/tests/fuzz:
 	mkdir -p $@
-$(FZB)/%.o: %.c $(wildcard *.h) | $(FZB)
+$(FZB)/%.o: %.c $(wildcard *.h data/*.h) | $(FZB)
+	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(CSTD) $(WARN) -fopenmp $(FUZZ_SAN) -fsanitize=fuzzer-no-link -I. -c $< -o $@
-$(FZB)/tests/fuzz/%.o: tests/fuzz/%.c tests/fuzz/fuzz_common.h $(wildcard *.h) | $(FZB)/tests/fuzz
+$(FZB)/tests/fuzz/%.o: tests/fuzz/%.c tests/fuzz/fuzz_common.h $(wildcard *.h data/*.h) | $(FZB)/tests/fuzz
 	$(FUZZ_CC) $(CSTD) $(WARN) -fopenmp $(FUZZ_SAN) -fsanitize=fuzzer-no-link -DFUZZ_LIBFUZZER \
 	    -I. -c $< -o $@
 $(FZB)/fuzz_%: $(FZB)/tests/fuzz/fuzz_%.o $(addprefix $(FZB)/,$(CORE_SRC:.c=.o))
 	$(FUZZ_CC) -fopenmp $(FUZZ_SAN) -fsanitize=fuzzer $^ $(LIBS) -o $@
 # The replay test links the harnesses built like every other test object.
-$(REL)/tests/fuzz/%.o: tests/fuzz/%.c tests/fuzz/fuzz_common.h $(wildcard *.h) | $(REL)/tests/fuzz
+$(REL)/tests/fuzz/%.o: tests/fuzz/%.c tests/fuzz/fuzz_common.h $(wildcard *.h data/*.h) | $(REL)/tests/fuzz
 	$(CC) $(CSTD) $(WARN) $(OPT) -I. -c $< -o $@
-$(SANB)/tests/fuzz/%.o: tests/fuzz/%.c tests/fuzz/fuzz_common.h $(wildcard *.h) | $(SANB)/tests/fuzz
+$(SANB)/tests/fuzz/%.o: tests/fuzz/%.c tests/fuzz/fuzz_common.h $(wildcard *.h data/*.h) | $(SANB)/tests/fuzz
 	$(CC) $(CSTD) $(WARN) $(SAN) -I. -c $< -o $@
 # keep the clang objects between runs (make deletes intermediate files of pattern chains)
 .SECONDARY: $(addprefix $(FZB)/,$(CORE_SRC:.c=.o) $(FUZZ_HARNESS_OBJ))

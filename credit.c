@@ -1,6 +1,6 @@
 // credit.c: counting a turn's true mistakes against the oracle (contract in credit.h).
-// The oracle is env.c's teacher with noise 0, asked the very same question the policy was
-// asked, and both outputs go through the same parsers, so only meaning is compared.
+// The oracle is the world's teacher with no flaws and noise 0, asked the very same question the
+// policy was asked, and both outputs go through the same parsers, so only meaning is compared.
 #include "credit.h"
 
 #include <string.h>
@@ -23,15 +23,16 @@ static int same_fact(const Fact *a, const Fact *b) {
     return a->evidence == b->evidence && same_tokens(a->tokens, a->len, b->tokens, b->len);
 }
 
-int credit_extract_mistakes(const Env *env, const Episode *ep, int session, int chunk,
+int credit_extract_mistakes(const World *env, const Episode *ep, int session, int chunk,
                             const int *gen, int len) {
     if (!ep->gold) return -1;
     int oracle[ORACLE_MAX];
-    int on = env_teacher_extract(env, ep, session, chunk, 0.0f, NULL, oracle, ORACLE_MAX);
+    int on = world_teacher_extract(env, ep, session, chunk, NULL, 0.0f, NULL, oracle, ORACLE_MAX);
+    if (on < 0) return -1;  // no teacher
     Fact want[MAX_ITEMS], got[MAX_ITEMS];  // ~17 KB each on the stack: fine for a leaf call
     int bad = 0, ignored = 0;
-    int nw = env_parse_extract(env, ep, session, chunk, oracle, on, want, MAX_ITEMS, &ignored);
-    int ng = env_parse_extract(env, ep, session, chunk, gen, len, got, MAX_ITEMS, &bad);
+    int nw = world_parse_extract(env, ep, session, chunk, oracle, on, want, MAX_ITEMS, &ignored);
+    int ng = world_parse_extract(env, ep, session, chunk, gen, len, got, MAX_ITEMS, &bad);
     unsigned char used[MAX_ITEMS] = {0};
     int matched = 0;
     // greedy matching is exact: equality is an equivalence relation
@@ -54,19 +55,20 @@ static int same_op(const MemoryOp *a, const MemoryOp *b) {
     return 1;
 }
 
-int credit_manage_mistakes(const Env *env, const Episode *ep, const MemoryBank *bank,
+int credit_manage_mistakes(const World *env, const Episode *ep, const MemoryBank *bank,
                            const Fact *facts, int n_facts, const Shown *shown, const int *gen,
                            int len) {
     if (!ep->gold) return -1;
     int oracle[ORACLE_MAX];
-    int on = env_teacher_manage(env, ep, bank, facts, n_facts, shown, 0.0f, NULL, oracle,
-                                ORACLE_MAX);
+    int on = world_teacher_manage(env, ep, bank, facts, n_facts, shown, NULL, 0.0f, NULL, oracle,
+                                  ORACLE_MAX);
+    if (on < 0) return -1;  // no teacher
     MemoryOp want[MAX_ITEMS], got[MAX_ITEMS];
     int bad = 0, ignored = 0, invalid = 0, oracle_invalid = 0;
-    int nw = env_parse_manage(env, oracle, on, facts, n_facts, shown, want, MAX_ITEMS,
-                              &oracle_invalid, &ignored);
-    int ng = env_parse_manage(env, gen, len, facts, n_facts, shown, got, MAX_ITEMS, &invalid,
-                              &bad);
+    int nw = world_parse_manage(env, oracle, on, facts, n_facts, shown, want, MAX_ITEMS,
+                                &oracle_invalid, &ignored);
+    int ng = world_parse_manage(env, gen, len, facts, n_facts, shown, got, MAX_ITEMS, &invalid,
+                                &bad);
     unsigned char used[MAX_ITEMS] = {0};
     int matched = 0;
     for (int i = 0; i < nw; i++)

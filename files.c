@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
@@ -286,4 +287,21 @@ int spawn_wait(char *const argv[], const char *stdin_data, size_t stdin_bytes, c
         *out = NULL, *out_bytes = 0;
     }
     return code;
+}
+
+int write_text_file(const char *path, const char *text, size_t bytes) {
+    OutFile f;
+    char err[1024];
+    if (outfile_open(&f, path, err, sizeof err) == 0) {
+        outfile_write(&f, text, bytes);  // a failure is reported by the commit
+        if (outfile_commit(&f, err, sizeof err) == 0) return 0;
+    }
+    fprintf(stderr, "error: %s\n", err);
+    return -1;
+}
+
+const char *json_num(char *buf, size_t n, double x, const char *fmt) {
+    if (isfinite(x)) snprintf(buf, n, fmt, x);
+    else snprintf(buf, n, "null");
+    return buf;
 }

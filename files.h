@@ -37,6 +37,12 @@ void outfile_abort(OutFile *o);
 // were removed, or -1 if dir cannot be read (message on stderr).
 int remove_stale_tmp(const char *dir, const char *const *prefixes, int n);
 
+// Writes one output file atomically (outfile_*) from text built in memory; errors name the file
+// (on stderr). Returns 0 or -1.
+int write_text_file(const char *path, const char *text, size_t bytes);
+// A JSON number, or null for NaN / inf (JSON has no NaN): "%s" of buf.
+const char *json_num(char *buf, size_t n, double x, const char *fmt);
+
 // Runs argv[0] with argv (NULL-terminated; argv[0] without a '/' is searched in PATH) and waits.
 // No shell is involved: every argument reaches the program as it is. If stdin_data is not NULL
 // its bytes are written to the program's stdin through a pipe (then closed); otherwise stdin is

@@ -236,7 +236,7 @@ int grpo_plan_local(const GrpoConfig *c, int G, int H, Rng *rng, int *session, i
 
 // A local group compares actions taken in the very same state: every rerun of session t starts
 // from the bank the source rollout had when it ENTERED session t, i.e. after session t - 1.
-int grpo_local_lanes(const Env *env, const Episode *ep, int K, int n_groups, const int *session,
+int grpo_local_lanes(const World *env, const Episode *ep, int K, int n_groups, const int *session,
                      const int *src, const Lane *global, Lane *local) {
     int made = 0;
     for (int g = 0; g < n_groups; g++) {
@@ -266,16 +266,21 @@ int grpo_active_questions(const Episode *ep, int h, int *qidx) {
     return n;
 }
 
-double grpo_bank_reward(const GrpoConfig *c, const Env *env, const Episode *ep,
+double grpo_bank_reward(const GrpoConfig *c, const World *env, const Episode *ep,
                         const MemoryBank *bank, int h, const int *qidx, int nq, float *f1_out) {
-    char pred[512];
+    QAScore *sc = malloc(sizeof(QAScore) * (size_t)(nq > 0 ? nq : 1));
+    if (!sc || world_answer(env, bank, ep, qidx, nq, sc) != 0) {  // the world said why
+        free(sc);
+        return NAN;
+    }
     double s = 0;
     for (int i = 0; i < nq; i++) {
-        double f = env_answer(env, bank, ep, &ep->qa[qidx[i]], pred, sizeof pred).f1;
+        double f = sc[i].f1;
         if (f1_out) f1_out[i] = (float)f;
         s += f;
     }
-    double pen = env_compression_penalty(env, bank, env_words_seen(env, ep, h));
+    free(sc);
+    double pen = world_compression_penalty(env, bank, world_words_seen(env, ep, h));
     return (nq ? s / nq : 0.0) - (double)c->lambda * pen;
 }
 
@@ -329,7 +334,7 @@ static void mean_std(const float *x, int n, double *mean, double *std) {
 }
 
 // Global part: score every final bank; per-session (or trajectory) rewards; adv (G, H).
-static int score_global(const GrpoConfig *c, const Env *env, const Episode *ep, int H,
+static int score_global(const GrpoConfig *c, const World *env, const Episode *ep, int H,
                         const Lane *lanes, float *adv, GrpoStepStats *st) {
     int G = c->G, nqa = ep->n_qa > 0 ? ep->n_qa : 1, rc = -1;
     int *qidx = malloc(sizeof(int) * (size_t)nqa);
@@ -346,11 +351,12 @@ static int score_global(const GrpoConfig *c, const Env *env, const Episode *ep, 
             if (s >= 1 && s <= H) q_session[(size_t)k * H + (s - 1)] = 1;
         }
     }
-    long seen = env_words_seen(env, ep, H);
+    long seen = world_words_seen(env, ep, H);
     for (int i = 0; i < G; i++) {
         traj[i] = (float)grpo_bank_reward(c, env, ep, &lanes[i].bank, H, qidx, Q,
                                           f1 + (size_t)i * Q);
-        penalty[i] = (float)env_compression_penalty(env, &lanes[i].bank, seen);
+        if (isnan(traj[i])) goto done;  // the answerer failed
+        penalty[i] = (float)world_compression_penalty(env, &lanes[i].bank, seen);
         st->mem_words += (double)memory_words(&lanes[i].bank) / G;
         const MemoryStats *ms = &lanes[i].stats;
         st->ops.inserts += ms->inserts, st->ops.updates += ms->updates;
@@ -371,7 +377,7 @@ done:
 
 // Local part: K reruns of each planned session from its source's snapshot before it, each
 // scored on its own bank right after the session; ladv (n_groups * K) their z-scores per group.
-static int run_local(const GrpoConfig *c, const Env *env, const Episode *ep, int n_groups,
+static int run_local(const GrpoConfig *c, const World *env, const Episode *ep, int n_groups,
                      const int *session, const int *src, const Lane *global, const Actor *actor,
                      Rng *rng, float *ladv, GrpoStepStats *st) {
     int K = c->K, n = n_groups * K, rc = -1;
@@ -389,6 +395,8 @@ static int run_local(const GrpoConfig *c, const Env *env, const Episode *ep, int
         int t = session[g], nq = grpo_active_questions(ep, t, qidx);
         for (int k = 0; k < K; k++)
             rk[k] = (float)grpo_bank_reward(c, env, ep, &local[g * K + k].bank, t, qidx, nq, NULL);
+        for (int k = 0; k < K; k++)
+            if (isnan(rk[k])) goto free_lanes;  // the answerer failed (it said why)
         st->zero_std_local += grpo_zscore(rk, K, ladv + (size_t)g * K);
     }
     st->groups_local = n_groups;
@@ -401,7 +409,7 @@ done:
     return rc;
 }
 
-int grpo_collect(const GrpoConfig *c, const Env *env, const Episode *ep, int H,
+int grpo_collect(const GrpoConfig *c, const World *env, const Episode *ep, int H,
                  const Actor *actor, Rng *rng, TurnBuffer *tb, GrpoStepStats *st) {
     memset(st, 0, sizeof *st);
     int G = c->G, made = 0, rc = -1, n_groups = 0;

@@ -11,7 +11,7 @@
 
 #include <stddef.h>
 
-#include "env.h"
+#include "world.h"
 #include "rollout.h"
 
 typedef enum { REWARD_PER_SESSION = 0, REWARD_TRAJECTORY = 1 } RewardMode;
@@ -113,14 +113,15 @@ int grpo_plan_local(const GrpoConfig *c, int G, int H, Rng *rng, int *session, i
 // Initialises local[g * K + k] (k < K) for every group g: a lane over session[g] alone whose
 // bank starts as global[src[g]]'s snapshot BEFORE that session (after session[g] - 1); the
 // global lanes must have snapshots. Returns 0, or -1 with every lane it made freed again.
-int grpo_local_lanes(const Env *env, const Episode *ep, int K, int n_groups, const int *session,
+int grpo_local_lanes(const World *env, const Episode *ep, int K, int n_groups, const int *session,
                      const int *src, const Lane *global, Lane *local);
 
 // Rewards of one bank after `h` sessions: mean F1 over the questions active at h (f1 of each
 // written to f1_out[k], k in qidx order, when not NULL) minus lambda * c(M), c the compression
 // penalty against the words seen up to h. qidx/nq: the active questions (grpo_active_questions).
+// NaN if the world's answerer failed (it says why on stderr).
 int grpo_active_questions(const Episode *ep, int h, int *qidx);
-double grpo_bank_reward(const GrpoConfig *c, const Env *env, const Episode *ep,
+double grpo_bank_reward(const GrpoConfig *c, const World *env, const Episode *ep,
                         const MemoryBank *bank, int h, const int *qidx, int nq, float *f1_out);
 
 // Writes every turn's advantage and weight:
@@ -138,7 +139,7 @@ void grpo_credit(const PolicyTurn *turns, int n, double *credit_global, double *
 // One step's data: G rollouts of episode ep through sessions 1..H sampled by `actor` (its record
 // is replaced by tb), rewards, local groups (LoGo), and every turn in tb with its advantage and
 // weight. tb should be empty; the caller frees it. Returns 0, or -1 (message on stderr).
-int grpo_collect(const GrpoConfig *c, const Env *env, const Episode *ep, int H,
+int grpo_collect(const GrpoConfig *c, const World *env, const Episode *ep, int H,
                  const Actor *actor, Rng *rng, TurnBuffer *tb, GrpoStepStats *st);
 
 // ---- the update -------------------------------------------------------------------------------

@@ -1,12 +1,14 @@
 // mistakes.c: per-session mistakes of a policy against the gold world (see mistakes.h).
 #include "mistakes.h"
 
+#include "world_synth.h"
+
 #include <stdlib.h>
 #include <string.h>
 
 #include "data/grammar.h"
 
-enum { FMAX = 64 };  // tokens of one fact (env.h: Fact.tokens)
+enum { FMAX = FACT_MAX_TOKENS };  // tokens of one fact (world.h: Fact.tokens)
 
 typedef struct {
     int ids[FMAX];

@@ -2,7 +2,7 @@
 //
 //   ./train_cpu --eval POLICY -d FILE --mistakes     (POLICY: oracle, teacher or a checkpoint)
 //
-// The warm start is meant to carry the teacher's systematic flaws (env.h, TeacherFlaws) and
+// The warm start is meant to carry the teacher's systematic flaws (world.h, TeacherFlaws) and
 // nothing else; these counts show whether it does (README, "The default run"). From the role
 // outputs a rollout recorded and the bank after each session, per session t of each episode:
 //   extraction  gold facts of session t never written by the extractor (first-person facts and
@@ -19,11 +19,13 @@
 
 #include <stdio.h>
 
-#include "env.h"
 #include "memory.h"
 #include "rollout.h"
+#include "world.h"
 
-typedef struct {
+struct Env;  // world_synth.h: the synthetic world these counts understand
+
+typedef struct MistakeCounts {
     long facts, facts_first, facts_third;        // gold facts of the session
     long missed, missed_first, missed_third;     // ... never extracted
     long extracted, wrong_speaker, wrong_other;  // extractor facts; those matching no gold fact
@@ -34,7 +36,7 @@ typedef struct {
 // Adds session s of lane `lane` of a recorded rollout: tb holds its extractor outputs (turns with
 // .lane == lane, .session == s, .role == ROLE_EXTRACT), bank is its bank after session s.
 // Returns 0, or -1 if out of memory.
-int mistakes_add_session(const Env *env, const Episode *ep, int s, const TurnBuffer *tb, int lane,
+int mistakes_add_session(const struct Env *env, const Episode *ep, int s, const TurnBuffer *tb, int lane,
                          const MemoryBank *bank, MistakeCounts *mc);
 void mistakes_sum(MistakeCounts *into, const MistakeCounts *x);
 // One line of rates: "mistakes policy=P sessions=A-B facts=N missed=X ... missing_end=X".

@@ -58,13 +58,15 @@ static void turns_record(TurnBuffer *tb, const Lane *l, int lane, int session, i
 // ---------------------------------------------------------------------------------------------
 // Lanes
 
-int lane_init(Lane *l, const Env *env, const Episode *ep, int first, int last,
+int lane_init(Lane *l, const World *env, const Episode *ep, int first, int last,
               int with_snapshots) {
     memset(l, 0, sizeof *l);
     l->ep = ep;
     l->first_session = first;
     l->last_session = last;
-    if (memory_init(&l->bank, env->cfg.bank_cap, env->cfg.slot_len) != 0) return -1;
+    int cap, slot_len;
+    world_bank_shape(env, ep, &cap, &slot_len);
+    if (memory_init(&l->bank, cap, slot_len) != 0) return -1;
     if (written_init(&l->written, ep) != 0) {
         memory_free(&l->bank);
         return -1;
@@ -128,14 +130,14 @@ typedef struct {
 } ChunkStep;
 
 // The (session, chunk) steps of a lane, in order; returns the count (caller frees *steps).
-static int lane_steps(const Env *env, const Lane *l, ChunkStep **steps) {
+static int lane_steps(const World *env, const Lane *l, ChunkStep **steps) {
     int n = 0;
-    for (int s = l->first_session; s <= l->last_session; s++) n += env_num_chunks(env, l->ep, s);
+    for (int s = l->first_session; s <= l->last_session; s++) n += world_num_chunks(env, l->ep, s);
     *steps = malloc(sizeof(ChunkStep) * (size_t)(n > 0 ? n : 1));
     if (!*steps) return -1;
     int k = 0;
     for (int s = l->first_session; s <= l->last_session; s++) {
-        int nc = env_num_chunks(env, l->ep, s);
+        int nc = world_num_chunks(env, l->ep, s);
         for (int c = 0; c < nc; c++) (*steps)[k++] = (ChunkStep){s, c};
     }
     return n;
@@ -155,8 +157,8 @@ typedef struct {
 
 // Generate outputs for the prompts of the active lanes: by the model (one batched sample call)
 // or by the teacher (which needs the lane state, hence the callback-free switch in the caller).
-static int model_generate(const Actor *a, RoleBatch *rb, int maxT, int max_new, Rng *rng,
-                          RolloutSpeed *speed) {
+static int model_generate(const Actor *a, RoleBatch *rb, int maxT, int max_new, int stop,
+                          Rng *rng, RolloutSpeed *speed) {
     if (rb->n_active == 0) return 0;
     // Compact the active rows to the front: sample() wants n consecutive prompts.
     int n = rb->n_active;
@@ -177,7 +179,6 @@ static int model_generate(const Actor *a, RoleBatch *rb, int maxT, int max_new, 
         plen[i] = rb->prompt_len[li];
         if (speed) speed->prompt_tokens += plen[i];
     }
-    int stop = TOK_EOS;
     SampleRequest req = {.n = n, .prompts = prompts, .prompt_stride = maxT, .prompt_len = plen,
                          .max_new = max_new, .temperature = a->temperature, .top_p = a->top_p,
                          .stop = &stop, .n_stop = 1, .seed = rng_fork_seed(rng)};
@@ -225,12 +226,12 @@ static void role_batch_free(RoleBatch *rb) {
 
 // Everything between the two role calls of one chunk that must survive: the parsed facts.
 typedef struct {
-    Fact facts[MAX_CHUNK_TURNS * 2];
+    Fact facts[MAX_CHUNK_FACTS];
     int n_facts;
     Shown shown;
 } ChunkState;
 
-int rollout_run(const Env *env, Lane *lanes, int n_lanes, const Actor *a, Rng *rng,
+int rollout_run(const World *env, Lane *lanes, int n_lanes, const Actor *a, Rng *rng,
                 RolloutSpeed *speed) {
     double t0 = now_seconds();
     // Prompt room: the context minus what the role may generate (the teacher obeys the same
@@ -271,17 +272,19 @@ int rollout_run(const Env *env, Lane *lanes, int n_lanes, const Actor *a, Rng *r
                 ChunkStep st = steps[i][k];
                 int *p = rb.prompts + (size_t)i * maxT;
                 if (role == ROLE_EXTRACT)
-                    rb.prompt_len[i] = env_extract_prompt(env, l->ep, st.session, st.chunk, p,
-                                                          prompt_max);
+                    rb.prompt_len[i] = world_extract_prompt(env, l->ep, st.session, st.chunk, p,
+                                                            prompt_max);
                 else
-                    rb.prompt_len[i] = env_manage_prompt(env, &l->bank, cs[i].facts,
-                                                         cs[i].n_facts, &cs[i].shown, p,
-                                                         prompt_max);
+                    rb.prompt_len[i] = world_manage_prompt(env, &l->bank, cs[i].facts,
+                                                           cs[i].n_facts, &cs[i].shown, p,
+                                                           prompt_max);
                 rb.active[rb.n_active++] = i;
             }
             // 2. outputs: one batched model call, or the teacher lane by lane
             if (a->kind == ACTOR_MODEL) {
-                if (model_generate(a, &rb, maxT, max_new_role[role], rng, speed) != 0) goto done;
+                if (model_generate(a, &rb, maxT, max_new_role[role], env->stop_token, rng,
+                                   speed) != 0)
+                    goto done;
             } else {
                 for (int j = 0; j < rb.n_active; j++) {
                     int i = rb.active[j];
@@ -289,13 +292,17 @@ int rollout_run(const Env *env, Lane *lanes, int n_lanes, const Actor *a, Rng *r
                     ChunkStep st = steps[i][k];
                     int *g = rb.gen + (size_t)i * rb.stride;
                     if (role == ROLE_EXTRACT)
-                        rb.gen_len[i] = env_teacher_extract_flawed(
+                        rb.gen_len[i] = world_teacher_extract(
                             env, l->ep, st.session, st.chunk, &a->teacher_flaws, a->teacher_noise,
                             rng, g, max_new_role[role]);
                     else
-                        rb.gen_len[i] = env_teacher_manage_flawed(
+                        rb.gen_len[i] = world_teacher_manage(
                             env, l->ep, &l->bank, cs[i].facts, cs[i].n_facts, &cs[i].shown,
                             &a->teacher_flaws, a->teacher_noise, rng, g, max_new_role[role]);
+                    if (rb.gen_len[i] < 0) {
+                        fprintf(stderr, "rollout: the %s world has no teacher\n", env->name);
+                        goto done;
+                    }
                 }
             }
             // 3. parse, apply, record
@@ -316,14 +323,15 @@ int rollout_run(const Env *env, Lane *lanes, int n_lanes, const Actor *a, Rng *r
                         : credit_manage_mistakes(env, l->ep, &l->bank, cs[i].facts,
                                                  cs[i].n_facts, &cs[i].shown, g, glen);
                 if (role == ROLE_EXTRACT) {
-                    cs[i].n_facts = env_parse_extract(env, l->ep, st.session, st.chunk, g, glen,
-                                                      cs[i].facts,
-                                                      (int)(sizeof cs[i].facts / sizeof(Fact)),
-                                                      &malformed);
+                    cs[i].n_facts = world_parse_extract(env, l->ep, st.session, st.chunk, g, glen,
+                                                        cs[i].facts,
+                                                        (int)(sizeof cs[i].facts / sizeof(Fact)),
+                                                        &malformed);
                 } else {
                     int n_invalid = 0;
-                    int n_ops = env_parse_manage(env, g, glen, cs[i].facts, cs[i].n_facts,
-                                                 &cs[i].shown, ops, MAX_OPS_PER_OUTPUT, &n_invalid, &malformed);
+                    int n_ops = world_parse_manage(env, g, glen, cs[i].facts, cs[i].n_facts,
+                                                   &cs[i].shown, ops, MAX_OPS_PER_OUTPUT,
+                                                   &n_invalid, &malformed);
                     l->stats.invalid += n_invalid;
                     for (int o = 0; o < n_ops; o++) {
                         if (memory_apply(&l->bank, &ops[o], st.session, &l->stats) == 0 &&
@@ -350,7 +358,7 @@ int rollout_run(const Env *env, Lane *lanes, int n_lanes, const Actor *a, Rng *r
         Lane *l = &lanes[i];
         if (!l->snapshots) continue;
         for (int s = l->first_session; s <= l->last_session; s++)
-            if (env_num_chunks(env, l->ep, s) == 0) {
+            if (world_num_chunks(env, l->ep, s) == 0) {
                 memcpy(lane_snapshot_slot(l, s), lane_snapshot_slot(l, s - 1),
                        memory_snapshot_bytes(&l->bank));
                 l->counters[s - (l->first_session - 1)] = l->counters[s - l->first_session];

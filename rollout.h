@@ -15,9 +15,9 @@
 
 #include <stdint.h>
 
-#include "env.h"
 #include "memory.h"
 #include "model.h"
+#include "world.h"
 
 enum { ROLE_EXTRACT = 0, ROLE_MANAGE = 1 };
 
@@ -33,7 +33,7 @@ typedef struct {
 } PolicyTurn;
 
 // Recorded turns, all tokens in one growing array (stb_ds arrays).
-typedef struct {
+typedef struct TurnBuffer {
     int *tokens;       // prompt then output of each turn, back to back
     float *logp_old;   // parallel to tokens; the sampling log-prob at output positions, else 0
     PolicyTurn *turns;
@@ -91,7 +91,7 @@ typedef struct {
 
 // Lanes: init allocates the bank and the written set; with_snapshots allocates room for
 // snapshots of sessions first-1..last.
-int lane_init(Lane *l, const Env *env, const Episode *ep, int first, int last, int with_snapshots);
+int lane_init(Lane *l, const World *env, const Episode *ep, int first, int last, int with_snapshots);
 void lane_free(Lane *l);
 // Start a lane from a snapshot (bank state before its first session) instead of empty.
 void lane_restore(Lane *l, const void *snapshot);
@@ -101,7 +101,7 @@ const LaneCounters *lane_counters(const Lane *l, int session);
 
 // Run every lane through its sessions. rng drives sampling seeds and teacher noise.
 // Returns 0, or -1 if the model refused a call (message on stderr).
-int rollout_run(const Env *env, Lane *lanes, int n_lanes, const Actor *actor, Rng *rng,
+int rollout_run(const World *env, Lane *lanes, int n_lanes, const Actor *actor, Rng *rng,
                 RolloutSpeed *speed);
 
 #endif

@@ -8,7 +8,7 @@
 // Reading order for one training step: main -> run_training -> run_curriculum -> rl_step, which
 //   1-4. calls grpo_collect (grpo.c): G memory lineages rolled out through H sessions, their
 //        final banks scored, picked sessions re-run K times from snapshots, and every turn
-//        given its global or local advantage           (rollout.c, env.c, memory.c, model)
+//        given its global or local advantage           (rollout.c, world.h, memory.c, model)
 //   5.   runs PPO epochs: forward -> grpo_rows_grad (grpo.c) -> backward -> AdamW
 //                                                       (model.c / kernels.cu)
 // The same file builds train_cpu (model.c backend) and train_gpu (kernels.cu backend).
@@ -25,22 +25,26 @@
 
 #include <stb/stb_ds.h>
 
-#include "env.h"
+#include "eval.h"
 #include "files.h"
 #include "grpo.h"
 #include "memory.h"
-#include "mistakes.h"
 #include "model.h"
 #include "rng.h"
 #include "rollout.h"
 #include "runstate.h"
 #include "stats.h"
+#include "world.h"
 
+// The backend for a config's architecture (GPT-2 or the Llama family), on the CPU in
+// train_cpu and on a GPU in train_gpu: a checkpoint's config picks its own.
+static const ModelBackend *backend_for(const ModelConfig *cfg) {
 #ifdef MEMR2_GPU
-static const ModelBackend *const BACKEND = &gpu_backend;
+    return gpu_backend_for(cfg);
 #else
-static const ModelBackend *const BACKEND = &cpu_backend;
+    return cpu_backend_for(cfg);
 #endif
+}
 
 // ---------------------------------------------------------------------------------------------
 // Options
@@ -58,6 +62,7 @@ typedef struct {
     int gen_train, gen_val, gen_test, gen_sessions;  // default data, made if absent
     const char *out_dir;
     const char *init_path;     // start from this checkpoint instead of a warm start
+    const char *world;         // world.h: synth (default) | dialogue
     uint64_t seed;
     // model
     int layers, heads, channels, max_seq, max_batch, vocab_max;
@@ -65,7 +70,7 @@ typedef struct {
     int sft_steps;
     float sft_lr, teacher_noise;
     int sft_batch;
-    int teacher_flaws;         // 1: the teacher's systematic flaws (env.h, TeacherFlaws)
+    int teacher_flaws;         // 1: the teacher's systematic flaws (world.h, TeacherFlaws)
     // RL
     Algo algo;
     int direct;                // no curriculum: all RL steps at the last horizon
@@ -99,6 +104,7 @@ static void options_default(Options *o) {
     // 48 test episodes: 8 overstated one run's F1 gain about five-fold (issue 8)
     o->gen_train = 64, o->gen_val = 16, o->gen_test = 48, o->gen_sessions = 32;
     o->out_dir = "out";
+    o->world = "synth";
     o->seed = 1;
     o->layers = 4, o->heads = 4, o->channels = 128, o->max_seq = 256, o->max_batch = 32;
     o->vocab_max = 4096;
@@ -142,6 +148,8 @@ static void usage(FILE *f, const char *prog) {
 "  --seed S             one seed drives data, initialisation, sampling (default %llu)\n"
 "  -o, --out DIR        output directory (default %s)\n"
 "  --init CKPT          start from this checkpoint (same vocabulary) instead of a warm start\n"
+"  --world W            synth (the synthetic grammar world) | dialogue (real LoCoMo dialogue,\n"
+"                       a pretrained --init; docs/design.md \"Worlds\") (default synth)\n"
 "  --resume DIR         continue the killed run saved in DIR (its flags come from DIR/run.args;\n"
 "                       run it from the same working directory; only -q may be added)\n"
 "  --overwrite          start over in an -o directory that already holds a run\n"
@@ -250,6 +258,7 @@ enum {
     OPT_OMEGA, OPT_REWARD, OPT_BKL, OPT_BENT, OPT_EPS, OPT_DUAL, OPT_EPOCHS, OPT_TPU,
     OPT_LAMBDA, OPT_RHO, OPT_ZERO_ADV, OPT_SELECT, OPT_EVAL_EVERY, OPT_VAL_EPISODES, OPT_TEST_EPISODES, OPT_INIT, OPT_SHOW_BANK,
     OPT_RESUME, OPT_OVERWRITE, OPT_SAVE_EVERY, OPT_MISTAKES, OPT_FLAWS,
+    OPT_WORLD,
 };
 
 static int parse_options(int argc, char **argv, Options *o) {
@@ -294,6 +303,7 @@ static int parse_options(int argc, char **argv, Options *o) {
         {"val-episodes", required_argument, 0, OPT_VAL_EPISODES},
         {"test-episodes", required_argument, 0, OPT_TEST_EPISODES},
         {"init", required_argument, 0, OPT_INIT},
+        {"world", required_argument, 0, OPT_WORLD},
         {"show-bank", no_argument, 0, OPT_SHOW_BANK},
         {"resume", required_argument, 0, OPT_RESUME},
         {"overwrite", no_argument, 0, OPT_OVERWRITE},
@@ -380,6 +390,7 @@ static int parse_options(int argc, char **argv, Options *o) {
         case OPT_VAL_EPISODES: rc = parse_int("--val-episodes", optarg, 1, 100000, &o->val_episodes); break;
         case OPT_TEST_EPISODES: rc = parse_int("--test-episodes", optarg, 1, 100000, &o->test_episodes); break;
         case OPT_INIT: o->init_path = optarg; break;
+        case OPT_WORLD: o->world = optarg; break;
         case OPT_SHOW_BANK: o->show_bank = 1; break;
         case OPT_RESUME: o->resume_dir = optarg; break;
         case OPT_OVERWRITE: o->overwrite = 1; break;
@@ -523,6 +534,7 @@ typedef struct {
     float *dlogp;  // (maxB, maxT)
     float *dent;   // (maxB, maxT)
     int maxB, maxT;
+    int pad;       // the world's padding token
 } RowBatch;
 
 static int row_batch_init(RowBatch *rb, int maxB, int maxT) {
@@ -561,7 +573,7 @@ static int pack_turns(RowBatch *rb, const TurnBuffer *tb, const int *idx, int n)
         int len = min_int(pt->prompt_len + pt->out_len, T);
         int *tok = rb->tokens + (size_t)b * T, *tgt = rb->targets + (size_t)b * T;
         for (int t = 0; t < T; t++) {
-            tok[t] = t < len ? src[t] : TOK_PAD;
+            tok[t] = t < len ? src[t] : rb->pad;
             tgt[t] = (t + 1 < len && t + 1 >= pt->prompt_len) ? src[t + 1] : -1;
         }
     }
@@ -573,8 +585,8 @@ static int pack_turns(RowBatch *rb, const TurnBuffer *tb, const int *idx, int n)
 
 typedef struct {
     Options opt;
-    Env env;
-    Vocab *vocab;
+    World world;    // world.h: the environment (--world)
+    const ModelBackend *be;  // the policy's backend (backend_for its config)
     Dataset train, val, test;
     Model *model;   // the policy
     Model *ref;     // pi_ref: the policy at the start of the stage (also holds SFT for eval)
@@ -606,81 +618,16 @@ static void log_line(Trainer *tr, const char *fields) {
     }
 }
 
-// The model as the actor: room for 48 extractor and 64 manager tokens (the teacher's longest
-// outputs are 38 and 45 on generated data).
+// The model as the actor, with the room per role output the world asks for.
 static Actor model_actor(Trainer *tr, Model *m, float temperature, TurnBuffer *record) {
-    return (Actor){.kind = ACTOR_MODEL, .be = BACKEND, .model = m, .temperature = temperature,
-                   .top_p = 1, .max_seq = m ? BACKEND->config(m)->maxT : tr->mcfg.maxT, .max_new_extract = 48,
-                   .max_new_manage = 64, .record = record};
+    return (Actor){.kind = ACTOR_MODEL, .be = tr->be, .model = m, .temperature = temperature,
+                   .top_p = 1, .max_seq = m ? tr->be->config(m)->maxT : tr->mcfg.maxT,
+                   .max_new_extract = tr->world.max_new_extract,
+                   .max_new_manage = tr->world.max_new_manage, .record = record};
 }
 
-// ---------------------------------------------------------------------------------------------
-// Evaluation with the model as the actor (greedy), one lane per episode, all in one batch.
-// Snapshots after every session give the horizons 8, 16, 32 from a single pass.
-
-static const char *vocab_word_cb(void *vocab, int id) { return vocab_word(vocab, id); }
-
-// ep_f1 (optional, (n_h, n_episodes)): each episode's mean F1 over its questions, for the paired
-// comparisons of the final table.
-static int eval_model(Trainer *tr, const Model *m_policy, const Dataset *ds, int n_episodes,
-                      const int *horizons, int n_h, EvalResult *res, double *ep_f1) {
-    int n = min_int(n_episodes, ds->n);
-    int hmax = 0;
-    for (int i = 0; i < n_h; i++) hmax = horizons[i] > hmax ? horizons[i] : hmax;
-    Lane *lanes = calloc((size_t)n, sizeof *lanes);
-    if (!lanes) return -1;
-    int rc = -1, made = 0;
-    for (int e = 0; e < n; e++, made++) {
-        const Episode *ep = &ds->episodes[e];
-        if (lane_init(&lanes[e], &tr->env, ep, 1, min_int(hmax, ep->n_sessions), 1) != 0)
-            goto done;
-    }
-    Actor a = model_actor(tr, (Model *)m_policy, 0.0f, NULL);  // greedy
-    Rng rng;
-    rng_seed(&rng, tr->opt.seed ^ 0xe7a1ULL);  // greedy: the seed is irrelevant, but fixed
-    if (rollout_run(&tr->env, lanes, n, &a, &rng, NULL) != 0) goto done;
-    MemoryBank bank;
-    if (memory_init(&bank, tr->env.cfg.bank_cap, tr->env.cfg.slot_len) != 0) goto done;
-    for (int h = 0; h < n_h; h++) {
-        memset(&res[h], 0, sizeof res[h]);
-        for (int e = 0; e < n; e++) {
-            // An episode shorter than the horizon counts with all its sessions, as in the
-            // baselines (eval_baseline).
-            const Lane *l = &lanes[e];
-            int H = min_int(horizons[h], l->last_session);
-            memory_restore(&bank, lane_snapshot(l, H));
-            double f1_before = res[h].f1;  // a running sum until eval_finish
-            int q_before = res[h].questions;
-            eval_add_episode(&tr->env, l->ep, H, &bank, &l->written, &res[h]);
-            if (ep_f1) {
-                int nq = res[h].questions - q_before;
-                ep_f1[(size_t)h * n + e] = nq > 0 ? (res[h].f1 - f1_before) / nq : 0.0;
-            }
-            const LaneCounters *c = lane_counters(l, H);
-            res[h].ops.inserts += c->stats.inserts, res[h].ops.updates += c->stats.updates;
-            res[h].ops.deletes += c->stats.deletes, res[h].ops.noops += c->stats.noops;
-            res[h].ops.invalid += c->stats.invalid, res[h].ops.overflow += c->stats.overflow;
-            res[h].malformed += c->malformed;
-            res[h].outputs += c->outputs;
-        }
-        res[h].sessions = horizons[h];
-        res[h].questions_skipped = ds->questions_skipped;
-        res[h].evidence_skipped = ds->evidence_skipped;
-        eval_finish(&res[h]);
-    }
-    if (tr->opt.show_bank && n > 0) {
-        printf("bank of episode %s after %d sessions (%d memories):\n", lanes[0].ep->sample_id,
-               lanes[0].last_session, memory_alive_count(&lanes[0].bank));
-        memory_dump(&lanes[0].bank, stdout, vocab_word_cb, (void *)tr->vocab);
-    }
-    memory_free(&bank);
-    rc = 0;
-done:
-    for (int e = 0; e < made; e++) lane_free(&lanes[e]);
-    free(lanes);
-    return rc;
-}
-
+// --show-bank: the first evaluation episode's bank goes to stdout.
+static FILE *show_bank_file(const Trainer *tr) { return tr->opt.show_bank ? stdout : NULL; }
 
 // ---------------------------------------------------------------------------------------------
 // Saving and resuming (README "Outputs and resume"). DIR/state.bin holds the policy, its AdamW
@@ -691,7 +638,7 @@ done:
 // rs carries the phase, position and the extra parameter copies; this adds the policy, its
 // AdamW moments, the RNG, the step counter, the elapsed time and the log position.
 static int save_run_state(Trainer *tr, RunState *rs) {
-    size_t np = BACKEND->num_params(tr->model);
+    size_t np = tr->be->num_params(tr->model);
     float *buf = malloc(sizeof(float) * np * 3);
     void *blob = NULL;
     int rc = -1;
@@ -708,8 +655,8 @@ static int save_run_state(Trainer *tr, RunState *rs) {
         goto done;
     }
     TrainState ts = {.mom = buf + np, .vel = buf + 2 * np};
-    BACKEND->get_params(tr->model, buf);
-    BACKEND->get_opt_state(tr->model, ts.mom, ts.vel, &ts.step);
+    tr->be->get_params(tr->model, buf);
+    tr->be->get_opt_state(tr->model, ts.mom, ts.vel, &ts.step);
     memcpy(ts.rng, tr->rng.s, sizeof ts.rng);
     rs->copy[RUN_PARAMS] = buf;
     rs->global_step = tr->global_step;
@@ -740,8 +687,8 @@ done:
 // Puts the saved policy, its AdamW state, the RNG, the step counter and the curve back.
 static void restore_run_state(Trainer *tr) {
     RunState *rs = &tr->rs;
-    BACKEND->set_params(tr->model, rs->copy[RUN_PARAMS]);
-    BACKEND->set_opt_state(tr->model, tr->ts.mom, tr->ts.vel, tr->ts.step);
+    tr->be->set_params(tr->model, rs->copy[RUN_PARAMS]);
+    tr->be->set_opt_state(tr->model, tr->ts.mom, tr->ts.vel, tr->ts.step);
     memcpy(tr->rng.s, tr->ts.rng, sizeof tr->rng.s);
     tr->global_step = rs->global_step;
     tr->warm_started = rs->warm_started;
@@ -751,11 +698,11 @@ static void restore_run_state(Trainer *tr) {
     for (int i = 0; i < rs->n_val; i++) arrput(tr->val_pts, rs->val_pts[i]);
     if (rs->copy[RUN_SFT_PARAMS])
         memcpy(tr->sft_params, rs->copy[RUN_SFT_PARAMS],
-               sizeof(float) * BACKEND->num_params(tr->model));
+               sizeof(float) * tr->be->num_params(tr->model));
 }
 
 // ---------------------------------------------------------------------------------------------
-// Warm start: supervised training on the flawed teacher's traces (env.h, TeacherFlaws; both
+// Warm start: supervised training on the flawed teacher's traces (world.h, TeacherFlaws; both
 // roles, loss on output tokens only). The traces come from the teacher acting through the same
 // rollout path.
 
@@ -776,13 +723,13 @@ static int sft_train(Trainer *tr) {
     if (!lanes || !idx) goto done;
     for (int e = 0; e < n; e++, made++) {
         const Episode *ep = &tr->train.episodes[e];
-        if (lane_init(&lanes[e], &tr->env, ep, 1, ep->n_sessions, 0) != 0) goto done;
+        if (lane_init(&lanes[e], &tr->world, ep, 1, ep->n_sessions, 0) != 0) goto done;
     }
     Actor teacher = model_actor(tr, NULL, 0, &tb);
     teacher.kind = ACTOR_TEACHER;
     teacher.teacher_noise = o->teacher_noise;
-    if (o->teacher_flaws) teacher.teacher_flaws = teacher_flaws_default();
-    if (rollout_run(&tr->env, lanes, n, &teacher, &tr->rng, NULL) != 0) goto done;
+    if (o->teacher_flaws) teacher.teacher_flaws = tr->world.default_flaws;
+    if (rollout_run(&tr->world, lanes, n, &teacher, &tr->rng, NULL) != 0) goto done;
     int n_turns = turns_count(&tb);
     printf("warm start: %d teacher turns from %d episodes (noise %.2f, flaws %s), %d steps of "
            "%d\n", n_turns, n, o->teacher_noise, o->teacher_flaws ? "default" : "none",
@@ -804,7 +751,7 @@ static int sft_train(Trainer *tr) {
     }
     double t_train = now_seconds();
     for (int step = first; step < o->sft_steps; step++) {
-        BACKEND->zero_grad(tr->model);
+        tr->be->zero_grad(tr->model);
         // The batch's turns first, so the loss normaliser (output tokens) is known.
         int *batch = malloc(sizeof(int) * (size_t)o->sft_batch);
         if (!batch) goto done;
@@ -818,7 +765,7 @@ static int sft_train(Trainer *tr) {
             int B = min_int(tr->rows.maxB, o->sft_batch - s);
             memcpy(idx, batch + s, sizeof(int) * (size_t)B);
             int T = pack_turns(&tr->rows, &tb, idx, B);
-            if (BACKEND->forward(tr->model, tr->rows.tokens, tr->rows.targets, B, T,
+            if (tr->be->forward(tr->model, tr->rows.tokens, tr->rows.targets, B, T,
                                  tr->rows.logp, NULL) != 0) {
                 free(batch);
                 goto done;
@@ -829,11 +776,11 @@ static int sft_train(Trainer *tr) {
                 tr->rows.dlogp[i] = has ? -1.0f / (float)(out_tokens > 0 ? out_tokens : 1) : 0;
                 tokens += has;
             }
-            BACKEND->backward(tr->model, tr->rows.dlogp, NULL);
+            tr->be->backward(tr->model, tr->rows.dlogp, NULL);
         }
         free(batch);
         float lr = lr_schedule(o->sft_lr, step, o->sft_steps);
-        float gnorm = BACKEND->update(tr->model, &adam, lr);
+        float gnorm = tr->be->update(tr->model, &adam, lr);
         loss /= (double)(out_tokens > 0 ? out_tokens : 1);
         tr->global_step++;
         char f[256];
@@ -906,7 +853,7 @@ static int score_turns(Trainer *tr, Model *m, const TurnBuffer *tb, const int *i
     for (int s = 0; s < n; s += tr->rows.maxB) {
         int B = min_int(tr->rows.maxB, n - s);
         int T = pack_turns(&tr->rows, tb, order + s, B);
-        if (BACKEND->forward(m, tr->rows.tokens, tr->rows.targets, B, T, tr->rows.logp, NULL)) {
+        if (tr->be->forward(m, tr->rows.tokens, tr->rows.targets, B, T, tr->rows.logp, NULL)) {
             free(order);
             return -1;
         }
@@ -946,12 +893,12 @@ static int ppo_update(Trainer *tr, const TurnBuffer *tb, float lr, StepMetrics *
             int m = min_int(o->turns_per_update, n - mb);
             int *mbi = order + mb;
             sort_turns_by_length(tb, mbi, m);
-            BACKEND->zero_grad(tr->model);
+            tr->be->zero_grad(tr->model);
             GrpoStats gs = {0};
             for (int s = 0; s < m; s += tr->rows.maxB) {
                 int B = min_int(tr->rows.maxB, m - s);
                 int T = pack_turns(&tr->rows, tb, mbi + s, B);
-                if (BACKEND->forward(tr->model, tr->rows.tokens, tr->rows.targets, B, T,
+                if (tr->be->forward(tr->model, tr->rows.tokens, tr->rows.targets, B, T,
                                      tr->rows.logp, tr->rows.ent) != 0)
                     goto done;
                 if (grpo_rows_grad(&o->grpo, tb, ref_lp, mbi + s, B, T, tr->rows.logp,
@@ -959,10 +906,10 @@ static int ppo_update(Trainer *tr, const TurnBuffer *tb, float lr, StepMetrics *
                     goto done;
                 for (int b = 0; b < B; b++)
                     sm->train_tokens += tb->turns[mbi[s + b]].prompt_len + tb->turns[mbi[s + b]].out_len;
-                BACKEND->backward(tr->model, tr->rows.dlogp, tr->rows.dent);
+                tr->be->backward(tr->model, tr->rows.dlogp, tr->rows.dent);
             }
             AdamWConfig adam = o->adamw;
-            gn_sum += BACKEND->update(tr->model, &adam, lr);
+            gn_sum += tr->be->update(tr->model, &adam, lr);
             updates++;
             if (epoch == 0) {  // report the first pass: it measures the policy that acted
                 sm->gs.loss += gs.loss, sm->gs.kl += gs.kl, sm->gs.entropy += gs.entropy;
@@ -989,7 +936,7 @@ static int rl_step(Trainer *tr, int H, float lr, StepMetrics *sm) {
     H = min_int(H, ep->n_sessions);
     TurnBuffer tb = {0};
     Actor actor = model_actor(tr, tr->model, 1.0f, &tb);  // sampled at temperature 1
-    int rc = grpo_collect(&tr->opt.grpo, &tr->env, ep, H, &actor, &tr->rng, &tb, &sm->g);
+    int rc = grpo_collect(&tr->opt.grpo, &tr->world, ep, H, &actor, &tr->rng, &tb, &sm->g);
     if (rc == 0) rc = ppo_update(tr, &tb, lr, sm);
     turns_free(&tb);
     return rc;
@@ -1001,31 +948,22 @@ static int rl_step(Trainer *tr, int H, float lr, StepMetrics *sm) {
 static double validate(Trainer *tr, Model *m, int H) {
     EvalResult res;
     int h = min_int(H, max_sessions(&tr->val));
-    if (eval_model(tr, m, &tr->val, tr->opt.val_episodes, &h, 1, &res, NULL) != 0) return -1;
+    Actor greedy = model_actor(tr, m, 0.0f, NULL);
+    if (eval_model(&tr->world, &greedy, &tr->val, tr->opt.val_episodes, &h, 1, tr->opt.seed,
+                   show_bank_file(tr), &res, NULL) != 0)
+        return -1;
     return res.f1;
 }
 
 static int save_params(Trainer *tr, Model *m, const char *name, float *scratch) {
     char path[4096], err[1024];
     path_join(path, sizeof path, tr->opt.out_dir, name);
-    BACKEND->get_params(m, scratch);
+    tr->be->get_params(m, scratch);
     if (checkpoint_save(path, &tr->mcfg, scratch, err, sizeof err) != 0) {
         fprintf(stderr, "error: %s\n", err);
         return -1;
     }
     return 0;
-}
-
-// Writes one output file atomically from text built in memory; errors name the file.
-static int write_text_file(const char *path, const char *text, size_t bytes) {
-    OutFile f;
-    char err[1024];
-    if (outfile_open(&f, path, err, sizeof err) == 0) {
-        outfile_write(&f, text, bytes);  // a failure is reported by the commit
-        if (outfile_commit(&f, err, sizeof err) == 0) return 0;
-    }
-    fprintf(stderr, "error: %s\n", err);
-    return -1;
 }
 
 // The learning curve: curve.dat (the points) and curve.png. gnuplot runs without a shell and
@@ -1086,13 +1024,6 @@ done:
     return rc;
 }
 
-// A JSON number, or null for NaN / inf (JSON has no NaN): "%s" of buf.
-static const char *json_num(char *buf, size_t n, double x, const char *fmt) {
-    if (isfinite(x)) snprintf(buf, n, fmt, x);
-    else snprintf(buf, n, "null");
-    return buf;
-}
-
 // One RL step's line of log.jsonl (metric names of DESIGN section 6, plus the credit-quality
 // metrics of docs/design.md).
 static void log_rl_step(Trainer *tr, int stage, int H, const StepMetrics *sm, double dt,
@@ -1137,7 +1068,7 @@ static void log_rl_step(Trainer *tr, int stage, int H, const StepMetrics *sm, do
 
 static int run_curriculum(Trainer *tr) {
     const Options *o = &tr->opt;
-    size_t np = BACKEND->num_params(tr->model);
+    size_t np = tr->be->num_params(tr->model);
     float *best = malloc(sizeof(float) * np), *scratch = malloc(sizeof(float) * np);
     float *zeros = calloc(np, sizeof(float)), *ref = malloc(sizeof(float) * np);
     int rc = -1;
@@ -1167,16 +1098,16 @@ static int run_curriculum(Trainer *tr) {
             first_step = rs->stage_step;
             memcpy(best, rs->copy[RUN_BEST], sizeof(float) * np);
             memcpy(ref, rs->copy[RUN_REF], sizeof(float) * np);
-            BACKEND->set_params(tr->ref, ref);
+            tr->be->set_params(tr->ref, ref);
             best_f1 = rs->best_f1;
             printf("stage %d: %d sessions, resuming after step %d of %d\n", stage + 1, H,
                    first_step, steps);
         } else {
             // pi_ref = the policy at the start of the stage; fresh optimizer moments
-            BACKEND->get_params(tr->model, best);
+            tr->be->get_params(tr->model, best);
             memcpy(ref, best, sizeof(float) * np);
-            BACKEND->set_params(tr->ref, best);
-            BACKEND->set_opt_state(tr->model, zeros, zeros, 0);
+            tr->be->set_params(tr->ref, best);
+            tr->be->set_opt_state(tr->model, zeros, zeros, 0);
             best_f1 = validate(tr, tr->model, H);
             if (best_f1 < 0) goto done;
             printf("stage %d: %d sessions, %d steps; validation F1 at start %.4f\n", stage + 1,
@@ -1198,7 +1129,7 @@ static int run_curriculum(Trainer *tr) {
                 arrput(tr->val_pts, ((CurvePoint){(float)tr->global_step, (float)val_f1}));
                 if (val_f1 >= best_f1) {  // on a tie, the policy that trained longer
                     best_f1 = val_f1;
-                    BACKEND->get_params(tr->model, best);
+                    tr->be->get_params(tr->model, best);
                     if (save_params(tr, tr->model, name, scratch) != 0) goto done;
                 }
             }
@@ -1227,7 +1158,7 @@ static int run_curriculum(Trainer *tr) {
         }
         // --select best: the best-validation checkpoint of the stage seeds the next one;
         // last (default): the policy as trained (best_h*.bin is kept either way)
-        if (o->select_best) BACKEND->set_params(tr->model, best);
+        if (o->select_best) tr->be->set_params(tr->model, best);
         printf("stage %d done: best validation F1 %.4f (%s/%s); continuing from the %s policy\n",
                stage + 1, best_f1, o->out_dir, name, o->select_best ? "best" : "last");
         RunState next = {.phase = RUN_RL, .stage = stage + 1, .done_steps = done_steps,
@@ -1240,230 +1171,55 @@ done:
     return rc;
 }
 
-// The horizons to report: 8, 16, 32 where the data has them (or the one asked for).
-static int eval_horizons(const Dataset *ds, int asked, int *h) {
-    if (asked > 0) {
-        h[0] = min_int(asked, max_sessions(ds));
-        return 1;
-    }
-    int n = 0, hmax = max_sessions(ds);
-    for (int x = 8; x <= 32; x *= 2)
-        if (x <= hmax) h[n++] = x;
-    if (n == 0) h[n++] = hmax;
-    return n;
-}
-
-// The final table: none / insert-only / SFT / trained / oracle at 8, 16, 32 sessions, and the
-// paired per-episode F1 differences of the trained policy with 95% t-intervals (README
-// "Evaluation").
-
-enum { ROW_NONE, ROW_INSERT, ROW_SFT, ROW_TRAINED, ROW_ORACLE, N_ROWS };
-static const char *const ROW_NAMES[N_ROWS] = {"none", "insert-only", "sft", "trained", "oracle"};
-
-typedef struct {
-    int nh, hs[3], n;          // horizons; test episodes
-    int have[N_ROWS];
-    EvalResult res[N_ROWS][3];
-    double *ep_f1[N_ROWS];     // (nh, n) per-episode F1 of insert-only, sft, trained
-} FinalTable;
-
-// insert-only per episode: the baseline run on one-episode views of the test set.
-static int baseline_per_episode(const Env *env, const Dataset *test, const FinalTable *ft,
-                                double *ep_f1) {
-    for (int e = 0; e < test->n; e++) {
-        Dataset one = *test;
-        one.episodes = test->episodes + e;
-        one.n = 1;
-        for (int h = 0; h < ft->nh; h++) {
-            EvalResult r;
-            if (eval_baseline(env, &one, POLICY_INSERT_ONLY, ft->hs[h], &r) != 0) return -1;
-            ep_f1[(size_t)h * test->n + e] = r.f1;
-        }
-    }
-    return 0;
-}
-
-static int final_eval(Trainer *tr, const float *sft_params, const Dataset *test, FinalTable *ft) {
-    for (int r = 0; r < N_ROWS; r++) ft->have[r] = r != ROW_SFT || sft_params;
-    for (int h = 0; h < ft->nh; h++) {
-        if (eval_baseline(&tr->env, test, POLICY_NONE, ft->hs[h], &ft->res[ROW_NONE][h]) ||
-            eval_baseline(&tr->env, test, POLICY_INSERT_ONLY, ft->hs[h], &ft->res[ROW_INSERT][h]) ||
-            eval_baseline(&tr->env, test, POLICY_ORACLE, ft->hs[h], &ft->res[ROW_ORACLE][h]))
-            return -1;
-    }
-    for (int r = ROW_INSERT; r <= ROW_TRAINED; r++) {
-        if (!ft->have[r]) continue;
-        ft->ep_f1[r] = calloc((size_t)ft->nh * (size_t)test->n, sizeof(double));
-        if (!ft->ep_f1[r]) return -1;
-    }
-    if (baseline_per_episode(&tr->env, test, ft, ft->ep_f1[ROW_INSERT]) != 0) return -1;
-    if (sft_params) {
-        BACKEND->set_params(tr->ref, sft_params);
-        if (eval_model(tr, tr->ref, test, test->n, ft->hs, ft->nh, ft->res[ROW_SFT],
-                       ft->ep_f1[ROW_SFT]) != 0)
-            return -1;
-    }
-    return eval_model(tr, tr->model, test, test->n, ft->hs, ft->nh, ft->res[ROW_TRAINED],
-                      ft->ep_f1[ROW_TRAINED]);
-}
-
-// The trained policy against `base`, per horizon: mean paired difference and its interval.
-static void final_compare(const FinalTable *ft, int base, int h, double *m, double *lo,
-                          double *hi) {
-    const double *a = ft->ep_f1[ROW_TRAINED] + (size_t)h * ft->n;
-    const double *b = ft->ep_f1[base] + (size_t)h * ft->n;
-    stats_paired_ci(a, b, ft->n, m, lo, hi);
-}
-
-static void final_write_jsonl(const FinalTable *ft, FILE *j) {
-    for (int r = 0; r < N_ROWS; r++) {
-        if (!ft->have[r]) continue;
-        for (int h = 0; h < ft->nh; h++) {
-            const EvalResult *e = &ft->res[r][h];
-            fprintf(j,
-                    "{\"policy\":\"%s\",\"sessions\":%d,\"episodes\":%d,\"questions\":%d,"
-                    "\"f1\":%.5f,\"bleu1\":%.5f,\"em\":%.5f,\"mfail\":%.5f,"
-                    "\"mem_words\":%.2f,\"ops_insert\":%d,\"ops_update\":%d,"
-                    "\"ops_delete\":%d,\"ops_noop\":%d,\"ops_invalid\":%d,\"malformed\":%d,"
-                    "\"outputs\":%d}\n",
-                    ROW_NAMES[r], ft->hs[h], e->episodes, e->questions, e->f1, e->bleu1, e->em,
-                    e->mfail, e->mem_words, e->ops.inserts, e->ops.updates, e->ops.deletes,
-                    e->ops.noops, e->ops.invalid, e->malformed, e->outputs);
-        }
-    }
-    // paired rows: "policy" names the comparison, so readers of the rows above skip them
-    for (int base = ROW_INSERT; base <= ROW_SFT; base++) {
-        if (!ft->have[base]) continue;
-        for (int h = 0; h < ft->nh; h++) {
-            double m, lo, hi;
-            char slo[32], shi[32];
-            final_compare(ft, base, h, &m, &lo, &hi);
-            fprintf(j,
-                    "{\"policy\":\"trained-vs-%s\",\"paired\":1,\"sessions\":%d,\"episodes\":%d,"
-                    "\"diff_f1\":%.5f,\"ci95_lo\":%s,\"ci95_hi\":%s}\n",
-                    ROW_NAMES[base], ft->hs[h], ft->n, m, json_num(slo, sizeof slo, lo, "%.5f"),
-                    json_num(shi, sizeof shi, hi, "%.5f"));
-        }
-    }
-}
-
-static void final_write_md(const FinalTable *ft, FILE *o) {
-    fprintf(o, "\n| policy (%d test episodes) |", ft->n);
-    for (int h = 0; h < ft->nh; h++)
-        fprintf(o, " F1@%d | BLEU-1@%d | M-Fail@%d |", ft->hs[h], ft->hs[h], ft->hs[h]);
-    fprintf(o, "\n|---|");
-    for (int h = 0; h < ft->nh; h++) fprintf(o, "---|---|---|");
-    fprintf(o, "\n");
-    for (int r = 0; r < N_ROWS; r++) {
-        if (!ft->have[r]) continue;
-        fprintf(o, "| %s |", ROW_NAMES[r]);
-        for (int h = 0; h < ft->nh; h++)
-            fprintf(o, " %.3f | %.3f | %.3f |", ft->res[r][h].f1, ft->res[r][h].bleu1,
-                    ft->res[r][h].mfail);
-        fprintf(o, "\n");
-    }
-    fprintf(o, "\nPaired per-episode F1 difference, mean [95%% t-interval] over %d episodes:\n\n"
-               "| comparison |", ft->n);
-    for (int h = 0; h < ft->nh; h++) fprintf(o, " dF1@%d |", ft->hs[h]);
-    fprintf(o, "\n|---|");
-    for (int h = 0; h < ft->nh; h++) fprintf(o, "---|");
-    fprintf(o, "\n");
-    for (int base = ROW_SFT; base >= ROW_INSERT; base--) {
-        if (!ft->have[base]) continue;
-        fprintf(o, "| trained - %s |", ROW_NAMES[base]);
-        for (int h = 0; h < ft->nh; h++) {
-            double m, lo, hi;
-            final_compare(ft, base, h, &m, &lo, &hi);
-            if (isfinite(lo)) fprintf(o, " %+.3f [%+.3f, %+.3f] |", m, lo, hi);
-            else fprintf(o, " %+.3f [n/a: one episode] |", m);
-        }
-        fprintf(o, "\n");
-    }
-    // How often the learned policies wrote something the parsers accept (issue: >= 95%).
-    for (int r = ROW_SFT; r <= ROW_TRAINED; r++) {
-        if (!ft->have[r]) continue;
-        const EvalResult *e = &ft->res[r][ft->nh - 1];
-        fprintf(o, "\n%s: %d role outputs over %d sessions, %.1f%% parseable, ops "
-                   "insert/update/delete/noop %d/%d/%d/%d, %d invalid",
-                ROW_NAMES[r], e->outputs, ft->hs[ft->nh - 1],
-                e->outputs ? 100.0 * (1.0 - (double)e->malformed / e->outputs) : 0.0,
-                e->ops.inserts, e->ops.updates, e->ops.deletes, e->ops.noops, e->ops.invalid);
-    }
-    fprintf(o, "\n");
-}
-
-static int final_table(Trainer *tr, const float *sft_params) {
-    FinalTable ft = {0};
-    Dataset test = tr->test;
-    if (test.n > tr->opt.test_episodes) test.n = tr->opt.test_episodes;
-    if (test.n < tr->opt.test_episodes)
-        fprintf(stderr, "warning: %s has %d episodes, fewer than the %d asked for (delete it to "
-                        "regenerate the default data)\n", tr->opt.test_path, test.n,
-                tr->opt.test_episodes);
-    ft.n = test.n;
-    ft.nh = eval_horizons(&tr->test, 0, ft.hs);
-    int rc = final_eval(tr, sft_params, &test, &ft);
-    if (rc == 0) {
-        // Both files are built in memory and written atomically (write_text_file): a full
-        // disk is an error naming the file, never an empty table.
-        char path[4096], *jtext = NULL, *mtext = NULL;
-        size_t jn = 0, mn = 0;
-        FILE *j = open_memstream(&jtext, &jn), *f = j ? open_memstream(&mtext, &mn) : NULL;
-        rc = -1;
-        if (j && f) {
-            final_write_jsonl(&ft, j);  // machine-readable: one JSON line per (policy, horizon)
-            final_write_md(&ft, f);
-            final_write_md(&ft, stdout);
-        }
-        int bad = !j || !f;
-        if (j) bad |= fclose(j) != 0;
-        if (f) bad |= fclose(f) != 0;
-        if (bad) {
-            fprintf(stderr, "error: out of memory for the final table\n");
-        } else {
-            path_join(path, sizeof path, tr->opt.out_dir, "eval.jsonl");
-            if (write_text_file(path, jtext, jn) == 0) {
-                path_join(path, sizeof path, tr->opt.out_dir, "eval.md");
-                rc = write_text_file(path, mtext, mn);
-            }
-        }
-        free(jtext), free(mtext);
-    }
-    for (int r = 0; r < N_ROWS; r++) free(ft.ep_f1[r]);
-    return rc;
+// The final table (eval.h) of the warm start (in tr->ref) and the trained policy, greedy.
+static int run_final_table(Trainer *tr, const float *sft_params) {
+    if (sft_params) tr->be->set_params(tr->ref, sft_params);
+    Actor sft = model_actor(tr, tr->ref, 0.0f, NULL);
+    Actor trained = model_actor(tr, tr->model, 0.0f, NULL);
+    FinalPolicies p = {.sft = sft_params ? &sft : NULL, .trained = &trained,
+                       .seed = tr->opt.seed, .show_bank = show_bank_file(tr)};
+    return final_table(&tr->world, &p, &tr->test, tr->opt.test_episodes, tr->opt.test_path,
+                       tr->opt.out_dir);
 }
 
 // ---------------------------------------------------------------------------------------------
 // --eval: a baseline or a checkpoint on any LoCoMo-format file
 
-// A checkpoint's vocabulary is the vocab.txt in the same directory: token ids mean nothing
-// without it (the order of words is by frequency in the data the run was trained on).
-static Vocab *load_sibling_vocab(const char *ckpt_path) {
-    char vpath[4096], err[1024];
-    snprintf(vpath, sizeof vpath, "%s", ckpt_path);
+// A checkpoint's tokenizer is the vocab.txt in the same directory (the synthetic world): token
+// ids mean nothing without it (the order of words is by frequency in the data the run was
+// trained on).
+static void sibling_vocab_path(const char *ckpt_path, char *vpath, size_t n) {
+    snprintf(vpath, n, "%s", ckpt_path);
     char *slash = strrchr(vpath, '/');
     size_t off = slash ? (size_t)(slash + 1 - vpath) : 0;
-    snprintf(vpath + off, sizeof vpath - off, "vocab.txt");
-    Vocab *v = vocab_load(vpath, err, sizeof err);
-    if (!v) fprintf(stderr, "error: the vocabulary of %s: %s\n", ckpt_path, err);
-    return v;
+    snprintf(vpath + off, n - off, "vocab.txt");
+}
+
+// The world of --world (world.h: world_open), the one place a run makes it. Its vocabulary is
+// vocab_path's when given (err_context prefixes the message if that cannot be read), else built
+// from vocab_data; save_vocab (optional) keeps a copy for the run's directory.
+static int open_world(Trainer *tr, const Dataset *vocab_data, const char *vocab_path,
+                      const char *err_context, const char *save_vocab, int with_penalty) {
+    const Options *o = &tr->opt;
+    WorldArgs a = {.name = o->world, .vocab_data = vocab_data, .vocab_max = o->vocab_max,
+                   .vocab_path = vocab_path, .context = err_context, .save_vocab = save_vocab,
+                   .rho = with_penalty ? o->grpo.rho : -1.0f,
+                   .lambda = with_penalty ? o->grpo.lambda : -1.0f, .seed = o->seed};
+    return world_open(&tr->world, &a);
 }
 
 // The vocabulary must be the one the checkpoint was made with: same size and, when the
 // checkpoint records it (tokenizer_hash != 0, README "Checkpoints"), the same hash. A hash of 0
 // is a checkpoint from before hashes were recorded: accepted with a warning.
-static int check_checkpoint_vocab(const char *ckpt_path, const ModelConfig *c, const Vocab *v) {
+static int check_checkpoint_vocab(const char *ckpt_path, const ModelConfig *c, const World *w) {
     char vpath[4096];
-    snprintf(vpath, sizeof vpath, "%s", ckpt_path);
-    char *slash = strrchr(vpath, '/');
-    size_t off = slash ? (size_t)(slash + 1 - vpath) : 0;
-    snprintf(vpath + off, sizeof vpath - off, "vocab.txt");
-    if (vocab_size(v) != c->V) {
+    sibling_vocab_path(ckpt_path, vpath, sizeof vpath);
+    if (w->vocab_size != c->V) {
         fprintf(stderr, "error: %s has %d words but the checkpoint %s expects V=%d\n", vpath,
-                vocab_size(v), ckpt_path, c->V);
+                w->vocab_size, ckpt_path, c->V);
         return -1;
     }
-    uint64_t h = vocab_hash(v);
+    uint64_t h = w->tokenizer_hash;
     if (c->tokenizer_hash == 0) {
         fprintf(stderr, "warning: %s records no vocabulary hash (an older checkpoint): trusting "
                         "that %s is its vocabulary\n", ckpt_path, vpath);
@@ -1482,55 +1238,23 @@ static Model *create_model(const ModelConfig *cfg, int maxB, uint64_t seed) {
         fprintf(stderr, "error: bad model configuration: %s\n", why);
         return NULL;
     }
-    return BACKEND->create(cfg, maxB, seed);
+    return backend_for(cfg)->create(cfg, maxB, seed);
 }
 
-// --eval POLICY --mistakes: one greedy (or teacher) pass with every role output recorded and a
-// snapshot after every session, then the mistakes of each session (mistakes.h), summed over
-// episodes in buckets of sessions 1-8, 9-16, 17-32, 33-64 and over all sessions.
-static int report_mistakes(Trainer *tr, const Dataset *ds, int hmax, const Actor *actor,
-                           const char *name) {
-    int n = ds->n, rc = -1, made = 0;
-    Lane *lanes = calloc((size_t)(n ? n : 1), sizeof *lanes);
-    TurnBuffer tb = {0};
-    MemoryBank bank = {0};
-    if (!lanes || memory_init(&bank, tr->env.cfg.bank_cap, tr->env.cfg.slot_len) != 0) goto done;
-    for (int e = 0; e < n; e++, made++)
-        if (lane_init(&lanes[e], &tr->env, &ds->episodes[e], 1,
-                      min_int(hmax, ds->episodes[e].n_sessions), 1) != 0)
-            goto done;
-    Actor a = *actor;
-    a.record = &tb;
-    Rng rng;
-    rng_seed(&rng, tr->opt.seed ^ 0x3157ULL);  // greedy and the teacher draw nothing; fixed
-    if (rollout_run(&tr->env, lanes, n, &a, &rng, NULL) != 0) goto done;
-    enum { NB = 4 };
-    static const int lo[NB] = {1, 9, 17, 33}, hi[NB] = {8, 16, 32, 64};
-    MistakeCounts bucket[NB] = {{0}}, all = {0};
-    int last = 0;
-    for (int e = 0; e < n; e++) {
-        const Lane *l = &lanes[e];
-        for (int s = 1; s <= l->last_session; s++) {
-            MistakeCounts m = {0};
-            memory_restore(&bank, lane_snapshot(l, s));
-            if (mistakes_add_session(&tr->env, l->ep, s, &tb, e, &bank, &m) != 0) goto done;
-            for (int b = 0; b < NB; b++)
-                if (s >= lo[b] && s <= hi[b]) mistakes_sum(&bucket[b], &m);
-            mistakes_sum(&all, &m);
-            last = s > last ? s : last;
-        }
+// --init of a Llama-family checkpoint: the run's model is that checkpoint's shape (the
+// vocabulary fields are the world's, filled in after it opens). A GPT-2 checkpoint must match
+// the model flags instead (warm_start checks).
+static int init_shape(const char *ckpt_path, ModelConfig *mcfg) {
+    ModelConfig c;
+    float *p = NULL;
+    char err[1024];
+    if (checkpoint_load(ckpt_path, &c, &p, err, sizeof err) != 0) {
+        fprintf(stderr, "error: --init: %s\n", err);
+        return -1;
     }
-    for (int b = 0; b < NB; b++)
-        if (lo[b] <= last) mistakes_print(&bucket[b], name, lo[b], min_int(hi[b], last), stdout);
-    mistakes_print(&all, name, 1, last, stdout);
-    rc = 0;
-done:
-    if (rc != 0) fprintf(stderr, "error: --mistakes: out of memory or the model failed\n");
-    for (int e = 0; e < made; e++) lane_free(&lanes[e]);
-    free(lanes);
-    turns_free(&tb);
-    memory_free(&bank);
-    return rc;
+    free(p);
+    if (c.arch == ARCH_LLAMA) *mcfg = c;
+    return 0;
 }
 
 static int run_eval(const Options *o) {
@@ -1550,12 +1274,10 @@ static int run_eval(const Options *o) {
     int rc = 1;
     BaselinePolicy bp;
     Trainer tr = {.opt = *o};
-    env_config_default(&tr.env.cfg);
+    tr.be = backend_for(&tr.mcfg);
     if (baseline_policy_parse(o->eval_policy, &bp) == 0) {
         // Baselines need no model; the vocabulary only serves the prompts of the oracle.
-        tr.vocab = vocab_build(&ds, o->vocab_max);
-        if (!tr.vocab) goto done;
-        tr.env.vocab = tr.vocab;
+        if (open_world(&tr, &ds, NULL, NULL, NULL, 0) != 0) goto done;
         if (o->mistakes) {
             if (bp != POLICY_ORACLE && bp != POLICY_TEACHER) {
                 fprintf(stderr, "error: --mistakes wants oracle, teacher or a checkpoint\n");
@@ -1563,53 +1285,54 @@ static int run_eval(const Options *o) {
             }
             Actor a = model_actor(&tr, NULL, 0, NULL);
             a.kind = ACTOR_TEACHER;
-            if (bp == POLICY_TEACHER) a.teacher_flaws = teacher_flaws_default();
-            rc = report_mistakes(&tr, &ds, hs[nh - 1], &a, o->eval_policy) == 0 ? 0 : 1;
+            if (bp == POLICY_TEACHER) a.teacher_flaws = tr.world.default_flaws;
+            rc = report_mistakes(&tr.world, &ds, hs[nh - 1], &a, o->eval_policy, o->seed) == 0
+                     ? 0 : 1;
             goto done;
         }
         for (int h = 0; h < nh; h++) {
-            if (eval_baseline(&tr.env, &ds, bp, hs[h], &res[h]) != 0) goto done;
+            if (eval_baseline(&tr.world, &ds, bp, hs[h], &res[h]) != 0) goto done;
             eval_print(&res[h], o->eval_policy, stdout);
         }
         rc = 0;
         goto done;
     }
-    // A checkpoint: its config from the header, its vocabulary from vocab.txt beside it.
-    char err[1024];
+    // A checkpoint: its config from the header (which picks the backend), its vocabulary from
+    // vocab.txt beside it.
+    char err[1024], vpath[4096], ctx[4200];
     float *params = NULL;
     if (checkpoint_load(o->eval_policy, &tr.mcfg, &params, err, sizeof err) != 0) {
         fprintf(stderr, "error: --eval wants none, store-turns, insert-only, oracle or a "
                         "checkpoint file: %s\n", err);
         goto done;
     }
-    tr.vocab = load_sibling_vocab(o->eval_policy);
-    if (!tr.vocab) {
+    tr.be = backend_for(&tr.mcfg);
+    sibling_vocab_path(o->eval_policy, vpath, sizeof vpath);
+    snprintf(ctx, sizeof ctx, "the vocabulary of %s: ", o->eval_policy);
+    if (open_world(&tr, NULL, vpath, ctx, NULL, 0) != 0 ||
+        check_checkpoint_vocab(o->eval_policy, &tr.mcfg, &tr.world) != 0) {
         free(params);
         goto done;
     }
-    if (check_checkpoint_vocab(o->eval_policy, &tr.mcfg, tr.vocab) != 0) {
-        free(params);
-        goto done;
-    }
-    tr.env.vocab = tr.vocab;
     tr.model = create_model(&tr.mcfg, o->max_batch, o->seed);
     if (!tr.model) {
         free(params);
         goto done;
     }
-    BACKEND->set_params(tr.model, params);
+    tr.be->set_params(tr.model, params);
     free(params);
+    Actor a = model_actor(&tr, tr.model, 0.0f, NULL);  // greedy
     if (o->mistakes) {
-        Actor a = model_actor(&tr, tr.model, 0.0f, NULL);  // greedy
-        rc = report_mistakes(&tr, &ds, hs[nh - 1], &a, o->eval_policy) == 0 ? 0 : 1;
+        rc = report_mistakes(&tr.world, &ds, hs[nh - 1], &a, o->eval_policy, o->seed) == 0 ? 0 : 1;
         goto done;
     }
-    if (eval_model(&tr, tr.model, &ds, ds.n, hs, nh, res, NULL) != 0) goto done;
+    if (eval_model(&tr.world, &a, &ds, ds.n, hs, nh, o->seed, show_bank_file(&tr), res, NULL) != 0)
+        goto done;
     for (int h = 0; h < nh; h++) eval_print(&res[h], o->eval_policy, stdout);
     rc = 0;
 done:
-    if (tr.model) BACKEND->destroy(tr.model);
-    vocab_free(tr.vocab);
+    if (tr.model) tr.be->destroy(tr.model);
+    world_close(&tr.world);
     dataset_free(&ds);
     return rc;
 }
@@ -1733,7 +1456,7 @@ static int load_run_state(Trainer *tr) {
     char path[4096], err[1024];
     path_join(path, sizeof path, o->out_dir, "state.bin");
     if (train_state_load(path, &tr->mcfg, &tr->ts, err, sizeof err) != 0 ||
-        runstate_decode(tr->ts.blob, tr->ts.blob_bytes, BACKEND->num_params(tr->model), &tr->rs,
+        runstate_decode(tr->ts.blob, tr->ts.blob_bytes, tr->be->num_params(tr->model), &tr->rs,
                         err, sizeof err) != 0) {
         fprintf(stderr, "error: cannot resume from %s: %s\n", path, err);
         return -1;
@@ -1760,7 +1483,7 @@ static int warm_start(Trainer *tr) {
             fprintf(stderr, "error: --init: %s\n", err);
             return -1;
         }
-        if (check_checkpoint_vocab(o->init_path, &c, tr->vocab) != 0) {
+        if (check_checkpoint_vocab(o->init_path, &c, &tr->world) != 0) {
             free(p);
             return -1;
         }
@@ -1773,7 +1496,7 @@ static int warm_start(Trainer *tr) {
             free(p);
             return -1;
         }
-        BACKEND->set_params(tr->model, p);
+        tr->be->set_params(tr->model, p);
         free(p);
         tr->warm_started = 1;
         printf("starting from %s\n", o->init_path);
@@ -1782,7 +1505,7 @@ static int warm_start(Trainer *tr) {
         if (save_params(tr, tr->model, "sft.bin", tr->sft_params) != 0) return -1;
         tr->warm_started = 1;
     }
-    BACKEND->get_params(tr->model, tr->sft_params);
+    tr->be->get_params(tr->model, tr->sft_params);
     RunState next = {.phase = o->algo == ALGO_SFT ? RUN_DONE : RUN_RL,
                      .copy[RUN_SFT_PARAMS] = tr->warm_started ? tr->sft_params : NULL};
     return save_run_state(tr, &next);
@@ -1796,15 +1519,15 @@ static int run_training(const Options *o, int argc, char **argv) {
     int rc = 1;
     tr.t_start = now_seconds();
     rng_seed(&tr.rng, o->seed);
-    env_config_default(&tr.env.cfg);
-    tr.env.cfg.lambda = o->grpo.lambda, tr.env.cfg.rho = o->grpo.rho;
-
-    tr.mcfg = (ModelConfig){.V = TOK_FIRST_WORD + 1, .maxT = o->max_seq, .L = o->layers,
-                            .NH = o->heads, .C = o->channels};
+    tr.mcfg = (ModelConfig){.maxT = o->max_seq, .L = o->layers, .NH = o->heads,
+                            .C = o->channels};
     if (o->init_path && access(o->init_path, R_OK) != 0) {
         fprintf(stderr, "error: --init %s: %s\n", o->init_path, strerror(errno));
         goto done;
     }
+    // A pretrained (Llama-family) --init brings its own shape: the model flags are for the
+    // GPT-2 the synthetic world trains from scratch.
+    if (o->init_path && init_shape(o->init_path, &tr.mcfg) != 0) goto done;
     if (prepare_out_dir(o, argc, argv) != 0 || ensure_default_data(o) != 0) goto done;
     if (load_dataset_or_die(o->train_path, &tr.train) != 0 ||
         load_dataset_or_die(o->val_path, &tr.val) != 0 ||
@@ -1815,35 +1538,33 @@ static int run_training(const Options *o, int argc, char **argv) {
                 tr.val.n, tr.test.n);
         goto done;
     }
-    char path[4096], err[1024], state[4096];
+    char path[4096], state[4096];
     path_join(path, sizeof path, o->out_dir, "vocab.txt");
     path_join(state, sizeof state, o->out_dir, "state.bin");
     int have_state = o->resume_dir && file_exists(state);
     // A resumed run keeps the vocabulary it saved; a run that starts from a checkpoint keeps
     // that checkpoint's.
-    tr.vocab = have_state ? vocab_load(path, err, sizeof err)
-               : o->init_path ? load_sibling_vocab(o->init_path)
-                              : vocab_build(&tr.train, o->vocab_max);
-    if (!tr.vocab) {
-        if (have_state) fprintf(stderr, "error: --resume: %s\n", err);
-        goto done;
+    char ivocab[4096] = "", ictx[4200] = "";
+    if (o->init_path) {
+        sibling_vocab_path(o->init_path, ivocab, sizeof ivocab);
+        snprintf(ictx, sizeof ictx, "the vocabulary of %s: ", o->init_path);
     }
-    tr.env.vocab = tr.vocab;
-    if (!have_state && vocab_save(tr.vocab, path, err, sizeof err) != 0) {
-        fprintf(stderr, "error: %s\n", err);
+    if (open_world(&tr, &tr.train, have_state ? path : o->init_path ? ivocab : NULL,
+                   have_state ? "--resume: " : ictx, have_state ? NULL : path, 1) != 0)
         goto done;
-    }
-    tr.mcfg.V = vocab_size(tr.vocab);
-    tr.mcfg.tokenizer_hash = vocab_hash(tr.vocab);  // saved in every checkpoint of this run
+    tr.mcfg.V = tr.world.vocab_size;
+    tr.mcfg.tokenizer_hash = tr.world.tokenizer_hash;  // saved in every checkpoint of this run
+    tr.be = backend_for(&tr.mcfg);
     tr.model = create_model(&tr.mcfg, o->max_batch, o->seed);
     tr.ref = tr.model ? create_model(&tr.mcfg, o->max_batch, o->seed) : NULL;
     if (!tr.model || !tr.ref) goto done;
     if (row_batch_init(&tr.rows, o->max_batch, tr.mcfg.maxT) != 0) goto done;
+    tr.rows.pad = tr.world.pad_token;
     printf("memr2 %s backend: V=%d T=%d L=%d NH=%d C=%d (%zu parameters); %d train, %d val, "
            "%d test episodes\n",
-           BACKEND->name, tr.mcfg.V, tr.mcfg.maxT, tr.mcfg.L, tr.mcfg.NH, tr.mcfg.C,
-           BACKEND->num_params(tr.model), tr.train.n, tr.val.n, tr.test.n);
-    size_t np = BACKEND->num_params(tr.model);
+           tr.be->name, tr.mcfg.V, tr.mcfg.maxT, tr.mcfg.L, tr.mcfg.NH, tr.mcfg.C,
+           tr.be->num_params(tr.model), tr.train.n, tr.val.n, tr.test.n);
+    size_t np = tr.be->num_params(tr.model);
     tr.sft_params = malloc(sizeof(float) * np);
     if (!tr.sft_params) goto done;
     if (have_state && load_run_state(&tr) != 0) goto done;
@@ -1866,7 +1587,7 @@ static int run_training(const Options *o, int argc, char **argv) {
     int saved = save_params(&tr, tr.model, "final.bin", scratch);
     free(scratch);
     if (saved != 0) goto done;
-    if (final_table(&tr, tr.warm_started ? tr.sft_params : NULL) != 0) goto done;
+    if (run_final_table(&tr, tr.warm_started ? tr.sft_params : NULL) != 0) goto done;
     FILE *log = tr.log;
     tr.log = NULL;
     if (tr.log_failed || fclose(log) != 0) {
@@ -1883,9 +1604,9 @@ done:
     free(tr.ts.mom), free(tr.ts.vel), free(tr.ts.blob);
     arrfree(tr.reward_pts), arrfree(tr.val_pts);
     row_batch_free(&tr.rows);
-    if (tr.model) BACKEND->destroy(tr.model);
-    if (tr.ref) BACKEND->destroy(tr.ref);
-    vocab_free(tr.vocab);
+    if (tr.model) tr.be->destroy(tr.model);
+    if (tr.ref) tr.be->destroy(tr.ref);
+    world_close(&tr.world);
     dataset_free(&tr.train), dataset_free(&tr.val), dataset_free(&tr.test);
     return rc;
 }
@@ -1932,14 +1653,15 @@ int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     // Ask the backend for a tiny model first: the GPU build says at once when there is no GPU.
     ModelConfig tiny = {.V = 8, .maxT = 8, .L = 1, .NH = 1, .C = 8};
-    Model *probe = BACKEND->create(&tiny, 1, 0);
+    const ModelBackend *be = backend_for(&tiny);
+    Model *probe = be->create(&tiny, 1, 0);
     if (!probe) {
-        fprintf(stderr, "error: the %s backend cannot start (see above)%s\n", BACKEND->name,
-                BACKEND == &cpu_backend ? "" : "; ./train_cpu runs the same on the CPU");
+        fprintf(stderr, "error: the %s backend cannot start (see above)%s\n", be->name,
+                be == &cpu_backend ? "" : "; ./train_cpu runs the same on the CPU");
         free(args_buf), free(args);
         return 1;
     }
-    BACKEND->destroy(probe);
+    be->destroy(probe);
     int rc = o.eval_policy ? run_eval(&o) : run_training(&o, argc, argv);
     free(args_buf), free(args);
     // --eval's results go to stdout: a full disk behind a redirect must not pass silently.

@@ -21,14 +21,14 @@
 // of data/grammar.h. A key is touched at most once per session, so facts of one chunk never
 // conflict with each other.
 //
-// Extra fields (ignored by LoCoMo tools, read by env.c):
+// Extra fields (ignored by LoCoMo tools, read by data/locomo.c):
 //   sample.memr2_facts.session_N = [{dia_id, fact, key "person|attr", ends 0|1, event}]
 //   qa[i].memr2_type             = current | ended | previous | two-hop
 //
 // Questions are about the state AT THE HORIZON, as in LoCoMo: every state of every key gets its
 // questions, each carrying "memr2_valid_until" (the last session its answer holds), so a reader
 // that stops after H sessions asks exactly about the states that hold at H (question_active() in
-// env.h: last_session <= H <= valid_until). Such a question stays true from the session of its
+// data/locomo.h: last_session <= H <= valid_until). Such a question stays true from the session of its
 // evidence to the horizon: it is answerable right after that session, and a local re-run of
 // session t changes the rewards of the questions with evidence in t. --final-only writes the
 // older world (only each key's state at the last session, no valid_until), in which few
@@ -194,7 +194,7 @@ static void usage(FILE *f) {
             "  --all-states          (the default) ask about every state of each key, each\n"
             "                        question carrying memr2_valid_until, the last session its\n"
             "                        answer holds: a reader at horizon H asks about the state at\n"
-            "                        H (question_active in env.h)\n"
+            "                        H (question_active in data/locomo.h)\n"
             "  --final-only          ask only about each key's state at the last session, with\n"
             "                        no memr2_valid_until (the world before 2026-12-02)\n"
             "  -o, --output FILE     output file (default: standard output)\n"

@@ -1,6 +1,6 @@
 // data/grammar.h: the closed world of the synthetic episodes, shared by the generator
-// (data/gen_episodes.c writes it) and the environment (env.c parses it: the oracle manager and the
-// frozen answerer know this grammar, like the paper's frozen LLM knows English).
+// (data/gen_episodes.c writes it) and the synthetic world (world_synth.c parses it: the oracle
+// manager and the frozen answerer know this grammar, like the paper's frozen LLM knows English).
 //
 // A fact is about one key "person|attribute" and has one of three canonical forms:
 //   SET     "<p> <phrase> <v>"                        alice lives in lyon

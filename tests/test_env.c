@@ -1,5 +1,6 @@
-// tests/test_env.c: the environment (env.c): scores, tokenizer, loader errors, the LoCoMo quirks
-// fixture, prompt build/parse round trips, the teacher, and the four baselines on generated data.
+// tests/test_env.c: the synthetic world (world_synth.c, vocab.c, data/locomo.c, eval.c): scores,
+// tokenizer, loader errors, the LoCoMo quirks fixture, prompt build/parse round trips, the
+// teacher, and the four baselines on generated data.
 //
 // Generated data comes from the built generator ($MEMR2_GEN, default ./gen_episodes), the quirks
 // fixture from data/fixtures/locomo_quirks.json (run from the repository root, as make test does).
@@ -9,7 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "env.h"
+#include "eval.h"
+#include "world_synth.h"
 #include "tests/check.h"
 
 static char tmpdir[] = "/tmp/memr2_test_env_XXXXXX";
@@ -234,6 +236,8 @@ static void test_quirks(const Env *base) {
     Env env = *base;
     Vocab *v = vocab_build(&ds, 0);
     env.vocab = v;
+    World world;
+    world_synth_wrap(&world, &env);
     // prompts truncate the ~90-word turn sensibly
     int p[64];
     int n = env_extract_prompt(&env, E, 1, 0, p, 64);
@@ -249,7 +253,7 @@ static void test_quirks(const Env *base) {
     double f1[4];
     for (int b = 0; b < 4; b++) {
         EvalResult r;
-        CHECK(eval_baseline(&env, &ds, (BaselinePolicy)b, 32, &r) == 0, "quirks: %s failed",
+        CHECK(eval_baseline(&world, &ds, (BaselinePolicy)b, 32, &r) == 0, "quirks: %s failed",
               names[b]);
         eval_print(&r, names[b], stdout);
         f1[b] = r.f1;
@@ -623,7 +627,9 @@ static void test_random_outputs(const Env *env, const Dataset *ds) {
         }
     EvalResult r;
     memset(&r, 0, sizeof r);
-    eval_add_episode(env, E, E->n_sessions, &bank, &w, &r);
+    World world;
+    world_synth_wrap(&world, env);
+    eval_add_episode(&world, E, E->n_sessions, &bank, &w, &r);
     eval_finish(&r);
     printf("noisy teacher (0.3): %d outputs, %d malformed, %d invalid; f1 %.4f mfail %.4f\n",
            outputs, malformed, invalid_total, r.f1, r.mfail);
@@ -639,8 +645,10 @@ static void test_random_outputs(const Env *env, const Dataset *ds) {
 static void test_baselines(const Env *env, const Dataset *ds) {
     const char *names[4] = {"none", "store-turns", "insert-only", "oracle"};
     EvalResult r[4];
+    World world;
+    world_synth_wrap(&world, env);
     for (int b = 0; b < 4; b++) {
-        CHECK(eval_baseline(env, ds, (BaselinePolicy)b, 32, &r[b]) == 0, "%s failed", names[b]);
+        CHECK(eval_baseline(&world, ds, (BaselinePolicy)b, 32, &r[b]) == 0, "%s failed", names[b]);
         eval_print(&r[b], names[b], stdout);
     }
     CHECK(r[3].questions > 100, "only %d questions", r[3].questions);
@@ -754,9 +762,11 @@ int main(void) {
         for (int e = 0; e < ds.n; e++)
             for (int q = 0; q < ds.episodes[e].n_qa; q++)
                 limited += ds.episodes[e].qa[q].valid_until < 24;
+        World world;
+        world_synth_wrap(&world, &env);
         for (int h = 1; h <= 24; h++) {
             EvalResult r;
-            eval_baseline(&env, &ds, POLICY_ORACLE, h, &r);
+            eval_baseline(&world, &ds, POLICY_ORACLE, h, &r);
             if (r.questions > 0 && r.f1 < worst) worst = r.f1;
             asked += r.questions;
         }

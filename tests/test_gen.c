@@ -17,7 +17,8 @@
 #include <unistd.h>
 
 #include "data/grammar.h"
-#include "env.h"
+#include "memory.h"
+#include "vocab.h"
 #include "tests/check.h"
 
 static const char *gen_path(void) {
@@ -68,7 +69,7 @@ typedef struct {
     int value[MAXP][GR_N_ATTRS];  // current value index, -1: none (never set or ended)
     int prev[MAXP][GR_N_ATTRS];   // value before the last CHANGE, -1 if the state is not one
     int set[MAXP][GR_N_ATTRS];    // 1 once the key has had any state
-} World;
+} GenWorld;
 
 static int name_index(const char *w) {
     for (int i = 0; i < GR_N_NAMES; i++)
@@ -97,7 +98,7 @@ static int split_words(const char *s, char w[16][32]) {
 
 // Apply one gold fact (data/grammar.h forms) to the world. Returns the event kind seen:
 // 0 intro, 1 restate, 2 change, 3 end, -1 unparsable.
-static int world_apply(World *W, const GoldFact *G) {
+static int world_apply(GenWorld *W, const GoldFact *G) {
     char w[16][32];
     int n = split_words(G->text, w);
     const char *bar = G->key ? strchr(G->key, '|') : NULL;
@@ -128,7 +129,7 @@ static int world_apply(World *W, const GoldFact *G) {
 }
 
 // The true answer of question q in world W, "" if the question is not one of the grammar's.
-static void true_answer(const World *W, const char *q, char *out, size_t n) {
+static void true_answer(const GenWorld *W, const char *q, char *out, size_t n) {
     char buf[256], desc[128];
     out[0] = 0;
     for (int p = 0; p < GR_N_NAMES; p++)
@@ -172,7 +173,7 @@ static void check_horizons(const Dataset *ds, long counts[4]) {
     char ans[64], buf[256];
     for (int e = 0; e < ds->n; e++) {
         const Episode *E = &ds->episodes[e];
-        World W;
+        GenWorld W;
         memset(&W, 0, sizeof W);
         for (int p = 0; p < MAXP; p++)
             for (int a = 0; a < GR_N_ATTRS; a++) W.value[p][a] = W.prev[p][a] = -1;

@@ -16,7 +16,7 @@
 #include <stb/stb_ds.h>
 
 #include "credit.h"
-#include "env.h"
+#include "world_synth.h"
 #include "grpo.h"
 #include "memory.h"
 #include "rollout.h"
@@ -149,7 +149,9 @@ static void test_credit(void) {
 static void test_local_lanes(const Env *env, const Episode *ep) {
     int H = ep->n_sessions;  // 2
     Lane g;
-    CHECK(lane_init(&g, env, ep, 1, H, 1) == 0, "global lane with snapshots");
+    World w;
+    world_synth_wrap(&w, env);
+    CHECK(lane_init(&g, &w, ep, 1, H, 1) == 0, "global lane with snapshots");
     // bank after session s holds s memories: snapshot s
     size_t bytes = memory_snapshot_bytes(&g.bank);
     const int fact[2] = {TOK_FIRST_WORD + 1, TOK_FIRST_WORD + 2};
@@ -164,7 +166,7 @@ static void test_local_lanes(const Env *env, const Episode *ep) {
     enum { K = 2, NG = 2 };
     const int session[NG] = {1, 2}, src[NG] = {0, 0};
     Lane local[NG * K];
-    CHECK(grpo_local_lanes(env, ep, K, NG, session, src, &g, local) == 0, "local lanes made");
+    CHECK(grpo_local_lanes(&w, ep, K, NG, session, src, &g, local) == 0, "local lanes made");
     unsigned char *copy = malloc(bytes);
     for (int gi = 0; gi < NG; gi++)
         for (int k = 0; k < K; k++) {
@@ -198,7 +200,9 @@ static void test_collect(const Env *env, const Episode *ep) {
     rng_seed(&rng, 11);
     TurnBuffer tb = {0};
     GrpoStepStats st;
-    CHECK(grpo_collect(&c, env, ep, H, &a, &rng, &tb, &st) == 0, "grpo_collect runs");
+    World w;
+    world_synth_wrap(&w, env);
+    CHECK(grpo_collect(&c, &w, ep, H, &a, &rng, &tb, &st) == 0, "grpo_collect runs");
     int n = turns_count(&tb), chunks = 0;
     for (int t = 1; t <= H; t++) chunks += env_num_chunks(env, ep, t);
     // two role outputs per chunk and lane: G lanes through all sessions, K per local group
@@ -344,16 +348,18 @@ static void test_extract_mistakes(const Env *env, const Episode *ep) {
         {"<eos>", 2},
     };
     int gen[128];
+    World w;
+    world_synth_wrap(&w, env);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         int n = toks(env, cases[i].out, gen, 128);
-        int got = credit_extract_mistakes(env, ep, 1, 0, gen, n);
+        int got = credit_extract_mistakes(&w, ep, 1, 0, gen, n);
         CHECK(got == cases[i].want, "extract '%s': %d mistakes, want %d", cases[i].out, got,
               cases[i].want);
     }
     Episode no_gold = *ep;
     no_gold.gold = NULL;
     int n = toks(env, cases[0].out, gen, 128);
-    CHECK(credit_extract_mistakes(env, &no_gold, 1, 0, gen, n) == -1, "no gold facts: unknown");
+    CHECK(credit_extract_mistakes(&w, &no_gold, 1, 0, gen, n) == -1, "no gold facts: unknown");
 }
 
 static void test_manage_mistakes(const Env *env, const Episode *ep) {
@@ -386,9 +392,11 @@ static void test_manage_mistakes(const Env *env, const Episode *ep) {
          "<ins> <t1> mia drives a toyota <sep>", 1},         // no <eos>
     };
     int gen[128];
+    World w;
+    world_synth_wrap(&w, env);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         int n = toks(env, cases[i].out, gen, 128);
-        int got = credit_manage_mistakes(env, ep, &bank, facts, 2, &shown, gen, n);
+        int got = credit_manage_mistakes(&w, ep, &bank, facts, 2, &shown, gen, n);
         CHECK(got == cases[i].want, "manage '%s': %d mistakes, want %d", cases[i].out, got,
               cases[i].want);
     }

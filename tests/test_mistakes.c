@@ -1,4 +1,4 @@
-// tests/test_mistakes.c: the teacher's systematic flaws (env.h, TeacherFlaws) and the
+// tests/test_mistakes.c: the teacher's systematic flaws (world.h, TeacherFlaws) and the
 // per-session mistake counts that measure them (mistakes.h).
 //
 //   - the oracle (no flaws) makes no mistake of any kind on generated episodes
@@ -20,14 +20,17 @@
 
 #include "check.h"
 #include "data/grammar.h"
-#include "env.h"
+#include "eval.h"
 #include "mistakes.h"
 #include "rollout.h"
+#include "world_synth.h"
 
 // The teacher with `fl` over every episode; mistakes summed over all sessions.
 static MistakeCounts teacher_mistakes(const Env *env, const Dataset *ds, TeacherFlaws fl) {
     MistakeCounts all = {0};
     TurnBuffer tb = {0};
+    World w;
+    world_synth_wrap(&w, env);
     MemoryBank bank;
     if (memory_init(&bank, env->cfg.bank_cap, env->cfg.slot_len) != 0) return all;
     for (int e = 0; e < ds->n; e++) {
@@ -35,11 +38,11 @@ static MistakeCounts teacher_mistakes(const Env *env, const Dataset *ds, Teacher
         Rng rng;
         rng_seed(&rng, 1);
         const Episode *ep = &ds->episodes[e];
-        if (lane_init(&l, env, ep, 1, ep->n_sessions, 1) != 0) break;
+        if (lane_init(&l, &w, ep, 1, ep->n_sessions, 1) != 0) break;
         turns_clear(&tb);
         Actor a = {.kind = ACTOR_TEACHER, .teacher_flaws = fl, .max_seq = 256,
                    .max_new_extract = 48, .max_new_manage = 64, .record = &tb};
-        CHECK(rollout_run(env, &l, 1, &a, &rng, NULL) == 0, "teacher rollout");
+        CHECK(rollout_run(&w, &l, 1, &a, &rng, NULL) == 0, "teacher rollout");
         CHECK(l.malformed == 0 && l.stats.invalid == 0, "flawed teacher: %d malformed, %d invalid",
               l.malformed, l.stats.invalid);
         for (int s = 1; s <= ep->n_sessions; s++) {
@@ -94,9 +97,11 @@ static void test_flaws(const Env *env, const Dataset *ds) {
           f.missing_end, f.ends);
 
     EvalResult ro, rt, ri;
-    eval_baseline(env, ds, POLICY_ORACLE, 32, &ro);
-    eval_baseline(env, ds, POLICY_TEACHER, 32, &rt);
-    eval_baseline(env, ds, POLICY_INSERT_ONLY, 32, &ri);
+    World w;
+    world_synth_wrap(&w, env);
+    eval_baseline(&w, ds, POLICY_ORACLE, 32, &ro);
+    eval_baseline(&w, ds, POLICY_TEACHER, 32, &rt);
+    eval_baseline(&w, ds, POLICY_INSERT_ONLY, 32, &ri);
     printf("f1@32: oracle %.4f teacher %.4f insert-only %.4f\n", ro.f1, rt.f1, ri.f1);
     CHECK(rt.f1 < ro.f1 - 0.2 && rt.f1 > ri.f1, "the default flaws: teacher F1 %.3f, oracle "
           "%.3f, insert-only %.3f", rt.f1, ro.f1, ri.f1);

@@ -16,10 +16,11 @@
 #include <stb/stb_ds.h>
 
 #include "check.h"
-#include "env.h"
+#include "eval.h"
 #include "memory.h"
 #include "model.h"
 #include "rollout.h"
+#include "world_synth.h"
 
 static const char *env_or(const char *name, const char *dflt) {
     const char *v = getenv(name);
@@ -40,10 +41,10 @@ static Actor tiny_actor(const ModelBackend *be, Model *m, float temperature, Tur
                    .max_new_manage = 24, .record = tb};
 }
 
-static void test_rollouts(const Dataset *ds, Env *env) {
+static void test_rollouts(const Dataset *ds, const World *env) {
     const ModelBackend *be = &cpu_backend;
     const Episode *ep = &ds->episodes[0];
-    ModelConfig cfg = {.V = vocab_size(env->vocab), .maxT = 256, .L = 1, .NH = 2, .C = 16};
+    ModelConfig cfg = {.V = env->vocab_size, .maxT = 256, .L = 1, .NH = 2, .C = 16};
     Model *m = be->create(&cfg, 8, 7);
     CHECK(m != NULL, "create a tiny model");
     if (!m) return;
@@ -135,7 +136,7 @@ static void test_rollouts(const Dataset *ds, Env *env) {
 }
 
 // The teacher through the rollout path writes the bank the oracle baseline evaluates.
-static void test_teacher_trace(const Dataset *ds, Env *env) {
+static void test_teacher_trace(const Dataset *ds, const World *env) {
     const Episode *ep = &ds->episodes[0];
     TurnBuffer tb = {0};
     Lane l;
@@ -418,8 +419,10 @@ int main(void) {
         env_config_default(&env.cfg);
         Vocab *v = vocab_build(&ds, 4096);
         env.vocab = v;
-        test_teacher_trace(&ds, &env);
-        test_rollouts(&ds, &env);
+        World world;
+        world_synth_wrap(&world, &env);
+        test_teacher_trace(&ds, &world);
+        test_rollouts(&ds, &world);
         vocab_free(v);
         test_end_to_end(train_bin, data);
         test_vocab_hash(train_bin, data);

@@ -63,7 +63,7 @@ static inline int fuzz_decode_tokens(const uint8_t *data, size_t size, int *out,
 // The role parsers' world: one session of 6 turns (D1:1 .. D1:6, two chunks of the default
 // 4 turns), a vocabulary of its words, and a bank of 8 slots holding 3 facts (slots 0, 1, 2).
 // Built on the stack of each call: no state survives between inputs.
-#include "env.h"
+#include "world_synth.h"
 #include "memory.h"
 
 typedef struct {

@@ -1,7 +1,7 @@
-// tests/fuzz/fuzz_episodes.c: the LoCoMo-format episodes loader (dataset_load in env.c), then
+// tests/fuzz/fuzz_episodes.c: the LoCoMo-format episodes loader (dataset_load, data/locomo.c), then
 // the vocabulary built from what it loaded and the words-seen count every episode feeds the
 // compression penalty. See fuzz_common.h for how harnesses are built and run.
-#include "env.h"
+#include "world_synth.h"
 #include "tests/fuzz/fuzz_common.h"
 
 int fuzz_episodes(const uint8_t *data, size_t size) {

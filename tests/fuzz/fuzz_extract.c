@@ -1,7 +1,7 @@
-// tests/fuzz/fuzz_extract.c: the EXTRACT role's output parser (env_parse_extract in env.c).
+// tests/fuzz/fuzz_extract.c: the EXTRACT role's output parser (env_parse_extract in world_synth.c).
 // Input: a chunk selector byte, then token ids (fuzz_decode_tokens). The facts it keeps go on to
 // the MANAGE prompt builder, as in a rollout. See fuzz_common.h.
-#include "env.h"
+#include "world_synth.h"
 #include "tests/fuzz/fuzz_common.h"
 
 int fuzz_extract(const uint8_t *data, size_t size) {

@@ -1,8 +1,8 @@
-// tests/fuzz/fuzz_manage.c: the MANAGE role's output parser (env_parse_manage in env.c), and
+// tests/fuzz/fuzz_manage.c: the MANAGE role's output parser (env_parse_manage, world_synth.c), and
 // the bank applying what it parsed (memory_apply in memory.c). Input: token ids
 // (fuzz_decode_tokens); the manager was shown slots <m0> <m1> <m2> (bank slots 2, 0, 1) and
 // facts from turns <t0> <t1> <t2>. See fuzz_common.h.
-#include "env.h"
+#include "world_synth.h"
 #include "tests/fuzz/fuzz_common.h"
 
 int fuzz_manage_ops(const uint8_t *data, size_t size, int kinds[4]) {

@@ -1,6 +1,6 @@
-// tests/fuzz/fuzz_vocab.c: the vocabulary file loader (vocab_load in env.c); a vocabulary that
+// tests/fuzz/fuzz_vocab.c: the vocabulary file loader (vocab_load in vocab.c); a vocabulary that
 // loads is hashed and used to encode and decode a sentence. See fuzz_common.h.
-#include "env.h"
+#include "world_synth.h"
 #include "tests/fuzz/fuzz_common.h"
 
 int fuzz_vocab(const uint8_t *data, size_t size) {

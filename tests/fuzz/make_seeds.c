@@ -8,7 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "env.h"
+#include "world_synth.h"
 #include "model.h"
 #include "runstate.h"
 
