@@ -1,6 +1,6 @@
-// dialogue.h: the real-dialogue world's pieces (docs/design.md, "The real-dialogue world"): the
-// prompts a pretrained chat backbone sees as extractor and manager, the parsers of what it
-// writes (JSON), retrieval for the manager, the frozen answerer, and bank sizing from the data.
+// dialogue.h: the real-dialogue world's pieces (docs/dialogue.md): the prompts a pretrained chat
+// backbone sees as extractor and manager, the parsers of what it writes (JSON), retrieval for the
+// manager, the frozen answerer, and bank sizing from the data.
 //
 // One backbone plays both roles; the role is in the system prompt. Every prompt goes through the
 // backbone's chat template (bpe_chat: ChatML for SmolLM2 / Qwen2.5); dialogue text and memories

@@ -1,9 +1,8 @@
 // dialogue_prompt.c: the real-dialogue world's setup (config, stop mask), chunks, the extractor's
 // and the manager's prompts, and the manager's retrieval. See dialogue.h.
 //
-// The system prompts follow the structure of the paper's release (docs/design.md, "The
-// real-dialogue world"): role, what to keep, the JSON to answer with, one worked example; the
-// wording and the example are ours. Turns, facts and memories are shown as one compact JSON
+// The system prompts follow the structure of the paper's release (docs/dialogue.md): role, what
+// to keep, the JSON to answer with, one worked example; the wording and the example are ours. Turns, facts and memories are shown as one compact JSON
 // object per line (cJSON escapes them), so a model reads exactly the fields it has to copy back.
 #include <ctype.h>
 #include <stdio.h>
