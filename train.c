@@ -25,6 +25,7 @@
 
 #include <stb/stb_ds.h>
 
+#include "dist.h"
 #include "env.h"
 #include "files.h"
 #include "grpo.h"
@@ -593,6 +594,9 @@ typedef struct {
     int warm_started;
     float *sft_params;   // the warm start's policy (the final table's "sft" row)
     CurvePoint *reward_pts, *val_pts;  // stb_ds arrays: the learning curve
+    // data-parallel ranks (dist.h; docs/scaleout.md): every rank trains, rank 0 alone writes
+    Dist *dist;
+    int writer;
 } Trainer;
 
 // Writes one metrics line (JSON) to out/log.jsonl. `fields` is a preformatted "k":v list.
@@ -611,7 +615,7 @@ static void log_line(Trainer *tr, const char *fields) {
 static Actor model_actor(Trainer *tr, Model *m, float temperature, TurnBuffer *record) {
     return (Actor){.kind = ACTOR_MODEL, .be = BACKEND, .model = m, .temperature = temperature,
                    .top_p = 1, .max_seq = m ? BACKEND->config(m)->maxT : tr->mcfg.maxT, .max_new_extract = 48,
-                   .max_new_manage = 64, .record = record};
+                   .max_new_manage = 64, .record = record, .dist = tr->dist};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -691,6 +695,7 @@ done:
 // rs carries the phase, position and the extra parameter copies; this adds the policy, its
 // AdamW moments, the RNG, the step counter, the elapsed time and the log position.
 static int save_run_state(Trainer *tr, RunState *rs) {
+    if (!tr->writer) return 0;
     size_t np = BACKEND->num_params(tr->model);
     float *buf = malloc(sizeof(float) * np * 3);
     void *blob = NULL;
@@ -814,8 +819,9 @@ static int sft_train(Trainer *tr) {
             out_tokens += tb.turns[batch[i]].out_len;
         }
         double loss = 0;
-        for (int s = 0; s < o->sft_batch; s += tr->rows.maxB) {
-            int B = min_int(tr->rows.maxB, o->sft_batch - s);
+        int mine = dist_pick(tr->dist, batch, o->sft_batch);  // this rank's rows of the batch
+        for (int s = 0; s < mine; s += tr->rows.maxB) {
+            int B = min_int(tr->rows.maxB, mine - s);
             memcpy(idx, batch + s, sizeof(int) * (size_t)B);
             int T = pack_turns(&tr->rows, &tb, idx, B);
             if (BACKEND->forward(tr->model, tr->rows.tokens, tr->rows.targets, B, T,
@@ -832,8 +838,9 @@ static int sft_train(Trainer *tr) {
             BACKEND->backward(tr->model, tr->rows.dlogp, NULL);
         }
         free(batch);
+        dist_sum_double(tr->dist, &loss, 1);
         float lr = lr_schedule(o->sft_lr, step, o->sft_steps);
-        float gnorm = BACKEND->update(tr->model, &adam, lr);
+        float gnorm = dist_update(tr->dist, BACKEND, tr->model, &adam, lr);
         loss /= (double)(out_tokens > 0 ? out_tokens : 1);
         tr->global_step++;
         char f[256];
@@ -929,11 +936,15 @@ static int ppo_update(Trainer *tr, const TurnBuffer *tb, float lr, StepMetrics *
     size_t ntok = (size_t)arrlen(tb->tokens);
     float *ref_lp = calloc(ntok ? ntok : 1, sizeof(float));
     int *order = malloc(sizeof(int) * (size_t)(n_all ? n_all : 1));
-    if (!ref_lp || !order) goto done;
+    int *pick = malloc(sizeof(int) * (size_t)(n_all ? n_all : 1));  // this rank's share
+    if (!ref_lp || !order || !pick) goto done;
     double t0 = now_seconds();
     int n = grpo_update_turns(&o->grpo, tb->turns, n_all, order);
     sm->turns_update = n;
-    if (n > 0 && score_turns(tr, tr->ref, tb, order, n, ref_lp) != 0) goto done;
+    memcpy(pick, order, sizeof(int) * (size_t)n);
+    int k = dist_pick(tr->dist, pick, n);
+    if (k > 0 && score_turns(tr, tr->ref, tb, pick, k, ref_lp) != 0) goto done;
+    dist_sum_float(tr->dist, ref_lp, ntok);  // each rank scored its share, zeros elsewhere
     double gn_sum = 0;
     int updates = 0;
     for (int epoch = 0; epoch < o->grpo.ppo_epochs && n > 0; epoch++) {
@@ -946,23 +957,25 @@ static int ppo_update(Trainer *tr, const TurnBuffer *tb, float lr, StepMetrics *
             int m = min_int(o->turns_per_update, n - mb);
             int *mbi = order + mb;
             sort_turns_by_length(tb, mbi, m);
+            memcpy(pick, mbi, sizeof(int) * (size_t)m);
+            int mine = dist_pick(tr->dist, pick, m);  // scale 1/m stays: the ranks' sum is the mean
             BACKEND->zero_grad(tr->model);
             GrpoStats gs = {0};
-            for (int s = 0; s < m; s += tr->rows.maxB) {
-                int B = min_int(tr->rows.maxB, m - s);
-                int T = pack_turns(&tr->rows, tb, mbi + s, B);
+            for (int s = 0; s < mine; s += tr->rows.maxB) {
+                int B = min_int(tr->rows.maxB, mine - s);
+                int T = pack_turns(&tr->rows, tb, pick + s, B);
                 if (BACKEND->forward(tr->model, tr->rows.tokens, tr->rows.targets, B, T,
                                      tr->rows.logp, tr->rows.ent) != 0)
                     goto done;
-                if (grpo_rows_grad(&o->grpo, tb, ref_lp, mbi + s, B, T, tr->rows.logp,
+                if (grpo_rows_grad(&o->grpo, tb, ref_lp, pick + s, B, T, tr->rows.logp,
                                    tr->rows.ent, m, tr->rows.dlogp, tr->rows.dent, &gs) != 0)
                     goto done;
                 for (int b = 0; b < B; b++)
-                    sm->train_tokens += tb->turns[mbi[s + b]].prompt_len + tb->turns[mbi[s + b]].out_len;
+                    sm->train_tokens += tb->turns[pick[s + b]].prompt_len + tb->turns[pick[s + b]].out_len;
                 BACKEND->backward(tr->model, tr->rows.dlogp, tr->rows.dent);
             }
             AdamWConfig adam = o->adamw;
-            gn_sum += BACKEND->update(tr->model, &adam, lr);
+            gn_sum += dist_update(tr->dist, BACKEND, tr->model, &adam, lr);
             updates++;
             if (epoch == 0) {  // report the first pass: it measures the policy that acted
                 sm->gs.loss += gs.loss, sm->gs.kl += gs.kl, sm->gs.entropy += gs.entropy;
@@ -974,11 +987,13 @@ static int ppo_update(Trainer *tr, const TurnBuffer *tb, float lr, StepMetrics *
         }
     }
     sm->grad_norm = updates ? gn_sum / updates : 0;
+    grpo_stats_sum(tr->dist, &sm->gs, &sm->train_tokens);
     sm->train_s = now_seconds() - t0;
     rc = 0;
 done:
     free(ref_lp);
     free(order);
+    free(pick);
     return rc;
 }
 
@@ -1009,6 +1024,7 @@ static int save_params(Trainer *tr, Model *m, const char *name, float *scratch) 
     char path[4096], err[1024];
     path_join(path, sizeof path, tr->opt.out_dir, name);
     BACKEND->get_params(m, scratch);
+    if (!tr->writer) return 0;
     if (checkpoint_save(path, &tr->mcfg, scratch, err, sizeof err) != 0) {
         fprintf(stderr, "error: %s\n", err);
         return -1;
@@ -1033,6 +1049,7 @@ static int write_text_file(const char *path, const char *text, size_t bytes) {
 // the PNG comes back on its stdout and is written atomically here. gnuplot is optional: without
 // it curve.png is skipped with a warning. Returns -1 only when writing a file failed.
 static int write_curve(Trainer *tr) {
+    if (!tr->writer) return 0;
     const CurvePoint *series[2] = {tr->reward_pts, tr->val_pts};
     const char *titles[2] = {"with lines lw 2 title 'reward (train, mean over G)'",
                              "with linespoints lw 2 title 'validation F1 (greedy)'"};
@@ -1403,7 +1420,7 @@ static int final_table(Trainer *tr, const float *sft_params) {
     ft.n = test.n;
     ft.nh = eval_horizons(&tr->test, 0, ft.hs);
     int rc = final_eval(tr, sft_params, &test, &ft);
-    if (rc == 0) {
+    if (rc == 0 && tr->writer) {
         // Both files are built in memory and written atomically (write_text_file): a full
         // disk is an error naming the file, never an empty table.
         char path[4096], *jtext = NULL, *mtext = NULL;
@@ -1533,7 +1550,7 @@ done:
     return rc;
 }
 
-static int run_eval(const Options *o) {
+static int run_eval(const Options *o, Dist *dist) {
     const char *path = o->eval_data ? o->eval_data : o->test_path;
     Dataset ds = {0};
     if (load_dataset_or_die(path, &ds) != 0) return 1;
@@ -1549,7 +1566,7 @@ static int run_eval(const Options *o) {
     EvalResult res[3];
     int rc = 1;
     BaselinePolicy bp;
-    Trainer tr = {.opt = *o};
+    Trainer tr = {.opt = *o, .dist = dist};
     env_config_default(&tr.env.cfg);
     if (baseline_policy_parse(o->eval_policy, &bp) == 0) {
         // Baselines need no model; the vocabulary only serves the prompts of the oracle.
@@ -1791,8 +1808,8 @@ static int warm_start(Trainer *tr) {
 // ---------------------------------------------------------------------------------------------
 // Training: data -> vocabulary -> model -> warm start -> curriculum -> final table
 
-static int run_training(const Options *o, int argc, char **argv) {
-    Trainer tr = {.opt = *o};
+static int run_training(const Options *o, int argc, char **argv, Dist *dist) {
+    Trainer tr = {.opt = *o, .dist = dist, .writer = dist_rank(dist) == 0};
     int rc = 1;
     tr.t_start = now_seconds();
     rng_seed(&tr.rng, o->seed);
@@ -1805,7 +1822,9 @@ static int run_training(const Options *o, int argc, char **argv) {
         fprintf(stderr, "error: --init %s: %s\n", o->init_path, strerror(errno));
         goto done;
     }
-    if (prepare_out_dir(o, argc, argv) != 0 || ensure_default_data(o) != 0) goto done;
+    // rank 0 alone prepares the directory and the data; the others wait for it
+    int prepared = !tr.writer || (prepare_out_dir(o, argc, argv) == 0 && ensure_default_data(o) == 0);
+    if (!dist_all_ok(dist, prepared)) goto done;
     if (load_dataset_or_die(o->train_path, &tr.train) != 0 ||
         load_dataset_or_die(o->val_path, &tr.val) != 0 ||
         load_dataset_or_die(o->test_path, &tr.test) != 0)
@@ -1829,7 +1848,7 @@ static int run_training(const Options *o, int argc, char **argv) {
         goto done;
     }
     tr.env.vocab = tr.vocab;
-    if (!have_state && vocab_save(tr.vocab, path, err, sizeof err) != 0) {
+    if (!have_state && tr.writer && vocab_save(tr.vocab, path, err, sizeof err) != 0) {
         fprintf(stderr, "error: %s\n", err);
         goto done;
     }
@@ -1847,7 +1866,7 @@ static int run_training(const Options *o, int argc, char **argv) {
     tr.sft_params = malloc(sizeof(float) * np);
     if (!tr.sft_params) goto done;
     if (have_state && load_run_state(&tr) != 0) goto done;
-    if (open_log(&tr) != 0) goto done;
+    if (tr.writer && open_log(&tr) != 0) goto done;
 
     if (!tr.resuming || tr.rs.phase == RUN_SFT) {
         if (warm_start(&tr) != 0) goto done;
@@ -1869,7 +1888,7 @@ static int run_training(const Options *o, int argc, char **argv) {
     if (final_table(&tr, tr.warm_started ? tr.sft_params : NULL) != 0) goto done;
     FILE *log = tr.log;
     tr.log = NULL;
-    if (tr.log_failed || fclose(log) != 0) {
+    if (tr.writer && (tr.log_failed || fclose(log) != 0)) {
         if (!tr.log_failed)
             fprintf(stderr, "error: cannot write %s: %s\n", tr.log_path, strerror(errno));
         goto done;
@@ -1930,6 +1949,14 @@ int main(int argc, char **argv) {
             return 1;
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
+    // mpirun -np N (docs/scaleout.md): rank 0 speaks; the others print only errors (stderr)
+    Dist dist;
+    if (dist_init(&dist, &argc, &argv) != 0) {
+        free(args_buf), free(args);
+        return 1;
+    }
+    if (dist.rank != 0 && !freopen("/dev/null", "w", stdout)) dist_abort(&dist, 1);
+    if (dist.size > 1) printf("memr2: %d ranks (MPI)\n", dist.size);
     // Ask the backend for a tiny model first: the GPU build says at once when there is no GPU.
     ModelConfig tiny = {.V = 8, .maxT = 8, .L = 1, .NH = 1, .C = 8};
     Model *probe = BACKEND->create(&tiny, 1, 0);
@@ -1937,15 +1964,18 @@ int main(int argc, char **argv) {
         fprintf(stderr, "error: the %s backend cannot start (see above)%s\n", BACKEND->name,
                 BACKEND == &cpu_backend ? "" : "; ./train_cpu runs the same on the CPU");
         free(args_buf), free(args);
+        dist_finalize(&dist);
         return 1;
     }
     BACKEND->destroy(probe);
-    int rc = o.eval_policy ? run_eval(&o) : run_training(&o, argc, argv);
+    int rc = o.eval_policy ? run_eval(&o, &dist) : run_training(&o, argc, argv, &dist);
     free(args_buf), free(args);
     // --eval's results go to stdout: a full disk behind a redirect must not pass silently.
     if (fflush(stdout) != 0 || ferror(stdout)) {
         fprintf(stderr, "error: cannot write the standard output: %s\n", strerror(errno));
         rc = 1;
     }
+    if (rc != 0 && dist.size > 1) dist_abort(&dist, rc);  // no rank is left waiting for this one
+    dist_finalize(&dist);
     return rc;
 }
