@@ -41,6 +41,7 @@ TESTS      += test_bpe
 TESTS      += test_fuzz_seeds test_sampling
 TESTS      += test_llama
 TESTS      += test_files test_resume test_cli
+TESTS      += test_dist
 
 .PHONY: all help deps test test_asan test_kernels bench clean tokenizer_check
 .PHONY: all help deps test test_asan test_kernels test_kernels_llama bench clean
