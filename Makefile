@@ -147,7 +147,7 @@ TRAIN_LD := $(if $(MPI),$(MPICC),$(CC))
 $(REL)/dist_mpi.o: dist.c dist.h model.h | $(REL)/data
 	$(MPICC) $(CSTD) $(WARN) $(OPT) -DMEMR2_MPI -I. -c $< -o $@
 # train_gpu MPI=1: NCCL's headers and library ship with the CUDA toolkit (CUDA_HOME)
-$(GPUB)/dist_mpi.o: dist.c dist.h model.h | $(GPUB)
+build/gpu/dist_mpi.o: dist.c dist.h model.h | build/gpu
 	$(MPICC) $(CSTD) $(WARN) $(OPT) -DMEMR2_MPI -DMEMR2_NCCL -I$(CUDA_HOME)/include -I. -c $< -o $@
 GPU_DIST_LIBS := $(if $(MPI),-L$(CUDA_HOME)/lib64 -lnccl $(shell $(MPICC) --showme:link 2>/dev/null))
 # tests/test_mpi.sh: 2 ranks vs 1 process on a tiny run (weights, metrics), and a killed rank
