@@ -131,9 +131,9 @@ $(REL)/tests/%: $(REL)/tests/%.o $(addprefix $(REL)/,$(CORE_SRC:.c=.o))
 
 # Every test program, the CUDA kernels under emulation included (lane order: CUDA_CPU_ORDER).
 test: $(addprefix $(REL)/tests/,$(TESTS)) gen_episodes train_cpu $(EMU)/test_kernels \
-    $(EMU)/test_kernels_llama $(EMU)/test_llama_gpu
+    $(EMU)/test_kernels_llama $(EMU)/test_llama_gpu $(EMU)/test_dist_gpu
 	tests/run.sh $(addprefix $(REL)/tests/,$(TESTS)) $(EMU)/test_kernels $(EMU)/test_kernels_llama \
-	    $(EMU)/test_llama_gpu
+	    $(EMU)/test_llama_gpu $(EMU)/test_dist_gpu
 
 # ---- scale-out (issue 12): MPI ranks, NCCL on GPUs -----------------------------------------
 # build/dist-mode records whether the trainers were last linked with MPI, so switching MPI=1 on
@@ -150,6 +150,12 @@ $(REL)/dist_mpi.o: dist.c dist.h model.h | $(REL)/data
 build/gpu/dist_mpi.o: dist.c dist.h model.h | build/gpu
 	$(MPICC) $(CSTD) $(WARN) $(OPT) -DMEMR2_MPI -DMEMR2_NCCL -I$(CUDA_HOME)/include -I. -c $< -o $@
 GPU_DIST_LIBS := $(if $(MPI),-L$(CUDA_HOME)/lib64 -lnccl $(shell $(MPICC) --showme:link 2>/dev/null))
+# The GPU backends' row seeds and reduce_grads hook under the CUDA emulation (run by make test)
+$(EMU)/test_dist_gpu.o: tests/test_dist_gpu.cu tests/check.h tests/emu_util.h model.h rng.h dev/cuda_cpu.h | $(EMU)
+	$(EMU_CXX) -c $< -o $@
+$(EMU)/test_dist_gpu: $(EMU)/test_dist_gpu.o $(EMU)/kernels_llama.o $(EMU)/llama_gpu.o $(EMU)/kernels.o \
+    $(REL)/model.o $(REL)/llama.o $(REL)/llama_cpu.o $(REL)/llama_sample.o
+	$(CXX) -fopenmp $^ -lopenblas -lm -o $@
 # tests/test_mpi.sh: 2 ranks vs 1 process on a tiny run (weights, metrics), and a killed rank
 test_mpi: gen_episodes
 	$(MAKE) --no-print-directory train_cpu MPI=1

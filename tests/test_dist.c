@@ -4,6 +4,7 @@
 //     log-probs in a batch of other rows as alone;
 //   - a rollout lane's samples, turns and bank do not depend on which lanes share its batch (so
 //     the lanes a rank runs give what they give in one process), and another seed changes them;
+//   - reduce_grads of the CPU backends hands over the gradient buffer itself;
 //   - the one-process dist layer: rank 0 of 1, dist_pick keeps everything, dist_allgather
 //     copies, dist_update is the backend's update.
 // Binary: $MEMR2_GEN (default ./gen_episodes) makes the tiny data.
@@ -131,6 +132,44 @@ static void test_lane_independence(const Dataset *ds, Env *env) {
     cpu_backend.destroy(m);
 }
 
+// reduce_grads hands the gradient buffer itself (host, on_device 0) to the reduction.
+typedef struct {
+    size_t n;
+    int on_device;
+} Seen;
+static int double_grads(void *ctx, float *g, size_t n, int on_device) {
+    Seen *s = ctx;
+    s->n = n, s->on_device = on_device;
+    for (size_t i = 0; i < n; i++) g[i] *= 2;
+    return 0;
+}
+static void test_reduce_grads(const char *name, const ModelBackend *be, const ModelConfig *cfg) {
+    Model *m = be->create(cfg, 2, 5);
+    CHECK(m && be->reduce_grads, "%s: create, reduce_grads present", name);
+    if (!m || !be->reduce_grads) return;
+    int tok[6] = {1, 2, 3, 4, 5, 6}, tgt[6] = {2, 3, 4, 5, 6, -1};
+    float logp[6], dlogp[6];
+    be->zero_grad(m);
+    be->forward(m, tok, tgt, 1, 6, logp, NULL);
+    for (int t = 0; t < 6; t++) dlogp[t] = tgt[t] >= 0 ? -0.2f : 0.0f;
+    be->backward(m, dlogp, NULL);
+    size_t np = be->num_params(m);
+    float *g0 = malloc(sizeof(float) * np), *g1 = malloc(sizeof(float) * np);
+    Seen s = {0, -1};
+    if (g0 && g1) {
+        be->get_grads(m, g0);
+        CHECK(be->reduce_grads(m, double_grads, &s) == 0, "%s: reduce_grads runs", name);
+        be->get_grads(m, g1);
+        int ok = s.n == np && s.on_device == 0;
+        double gmax = 0;
+        for (size_t i = 0; i < np; i++) ok &= g1[i] == 2 * g0[i], gmax = fmax(gmax, fabs(g0[i]));
+        CHECK(ok && gmax > 0, "%s: the reduction got the %zu gradients in place (n %zu, on_device %d)",
+              name, np, s.n, s.on_device);
+    }
+    free(g0), free(g1);
+    be->destroy(m);
+}
+
 static void test_single_process(void) {
     Dist d;
     int argc = 1;
@@ -180,6 +219,12 @@ static void test_single_process(void) {
 
 int main(void) {
     test_row_seeds();
+    ModelConfig gpt = {.V = 29, .maxT = 24, .L = 1, .NH = 2, .C = 16};
+    ModelConfig ll = {.V = 31, .maxT = 24, .L = 1, .NH = 4, .C = 32, .arch = ARCH_LLAMA,
+                      .n_kv_heads = 2, .ffn = 40, .rope_dim = 8, .rope_base = 10000.0f,
+                      .norm_eps = 1e-5f, .tied = 1};
+    test_reduce_grads("cpu_backend", &cpu_backend, &gpt);
+    test_reduce_grads("cpu_llama_backend", &cpu_llama_backend, &ll);
     test_single_process();
     const char *gen = getenv("MEMR2_GEN") && *getenv("MEMR2_GEN") ? getenv("MEMR2_GEN") : "./gen_episodes";
     char dir[] = "/tmp/memr2_test_dist_XXXXXX", data[256], err[1024];
