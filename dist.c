@@ -78,6 +78,14 @@ int dist_init(Dist *d, int *argc, char ***argv) {
     if (select_device(d) != 0) return -1;
 #else
     (void)argc, (void)argv;
+    // Started by mpirun (OpenMPI) or srun / MPICH (PMI) with more than one process: without MPI
+    // each would be a whole run of its own, all writing the same files.
+    const char *n = getenv("OMPI_COMM_WORLD_SIZE") ? getenv("OMPI_COMM_WORLD_SIZE") : getenv("PMI_SIZE");
+    if (n && atoi(n) > 1) {
+        fprintf(stderr, "error: started as one of %s MPI processes, but this binary was built "
+                        "without MPI: make train_cpu MPI=1 (or train_gpu MPI=1)\n", n);
+        return -1;
+    }
 #endif
     return 0;
 }
