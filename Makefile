@@ -22,13 +22,21 @@ GPU_ARCHS ?= 80 89 90
 NVCC_GENCODE := $(foreach a,$(GPU_ARCHS),-gencode arch=compute_$(a),code=sm_$(a))
 
 # ---- sources -------------------------------------------------------------------------------
+# MPI=1: the trainers are data-parallel over MPI ranks (dist.c; docs/scaleout.md); tests and
+# tools always link the one-process dist.o.
+MPI     ?=
+MPICC   ?= mpicc
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
 CORE_SRC   := model.c llama.c memory.c data/locomo.c vocab.c world.c world_synth.c world_synth_teacher.c
 CORE_SRC   += eval.c grpo.c rollout.c credit.c stats.c mistakes.c
-CORE_SRC   += files.c runstate.c
+CORE_SRC   += files.c runstate.c dist.c
 CORE_SRC   += bpe.c bpe_load.c
 CORE_SRC   += llama_cpu.c llama_sample.c
 CORE_SRC   += dialogue_prompt.c dialogue_parse.c dialogue_answer.c dialogue_bank.c
 TRAIN_SRC  := train.c
+# the trainers' objects: CORE_SRC with dist.c built for MPI when MPI=1 (dist_mpi.c is no file:
+# the pattern rules below compile dist.c under that name)
+TRAINER_CORE := $(if $(MPI),$(filter-out dist.c,$(CORE_SRC)) dist_mpi.c,$(CORE_SRC))
 GEN_SRC    := data/gen_episodes.c
 TESTS      := test_model test_memory test_env test_gen test_grpo test_grpo_step test_train test_mistakes
 TESTS      += test_bpe
@@ -36,6 +44,7 @@ TESTS      += test_fuzz_seeds test_sampling
 TESTS      += test_llama
 TESTS      += test_files test_resume test_cli
 TESTS      += test_dialogue
+TESTS      += test_dist
 
 .PHONY: all help deps test test_asan test_kernels bench clean tokenizer_check
 .PHONY: all help deps test test_asan test_kernels test_kernels_llama bench clean
@@ -87,8 +96,10 @@ $(REL)/data $(REL)/tests $(REL)/dev build/san/data build/san/tests build/san/dev
 	mkdir -p $@
 
 # The trainer makes its default data with the generator beside it, so it builds that too.
-train_cpu: $(addprefix $(REL)/,$(TRAIN_SRC:.c=.o) $(CORE_SRC:.c=.o)) | gen_episodes
-	$(CC) $(OPT) $^ $(LIBS) -o $@
+# MPI=1 swaps dist.o for dist_mpi.o and links with mpicc (section "scale-out" below).
+train_cpu: $(addprefix $(REL)/,$(TRAIN_SRC:.c=.o) $(TRAINER_CORE:.c=.o)) $(DIST_MODE) | gen_episodes
+	@echo "train_cpu: $(if $(MPI),MPI ($(MPICC)),one process; make train_cpu MPI=1 for mpirun)"
+	$(TRAIN_LD) $(OPT) $(filter %.o,$^) $(LIBS) -o $@
 gen_episodes: $(REL)/data/gen_episodes.o
 	$(CC) $(OPT) $^ $(LIBS) -o $@
 # the synthetic world's grammar is shared by the generator and the synthetic world
@@ -124,9 +135,35 @@ $(REL)/tests/%: $(REL)/tests/%.o $(addprefix $(REL)/,$(CORE_SRC:.c=.o))
 
 # Every test program, the CUDA kernels under emulation included (lane order: CUDA_CPU_ORDER).
 test: $(addprefix $(REL)/tests/,$(TESTS)) gen_episodes train_cpu $(EMU)/test_kernels \
-    $(EMU)/test_kernels_llama $(EMU)/test_llama_gpu
+    $(EMU)/test_kernels_llama $(EMU)/test_llama_gpu $(EMU)/test_dist_gpu
 	tests/run.sh $(addprefix $(REL)/tests/,$(TESTS)) $(EMU)/test_kernels $(EMU)/test_kernels_llama \
-	    $(EMU)/test_llama_gpu
+	    $(EMU)/test_llama_gpu $(EMU)/test_dist_gpu
+
+# ---- scale-out (issue 12): MPI ranks, NCCL on GPUs -----------------------------------------
+# build/dist-mode records whether the trainers were last linked with MPI, so switching MPI=1 on
+# or off relinks them (the file changes only when the mode does).
+DIST_MODE := build/dist-mode
+.PHONY: FORCE test_mpi
+FORCE:
+$(DIST_MODE): FORCE
+	@mkdir -p build; m='$(if $(MPI),mpi,single)'; [ "$$(cat $@ 2>/dev/null)" = "$$m" ] || echo "$$m" > $@
+TRAIN_LD := $(if $(MPI),$(MPICC),$(CC))
+$(REL)/dist_mpi.o: dist.c dist.h model.h | $(REL)/data
+	$(MPICC) $(CSTD) $(WARN) $(OPT) -DMEMR2_MPI -I. -c $< -o $@
+# train_gpu MPI=1: NCCL's headers and library ship with the CUDA toolkit (CUDA_HOME)
+build/gpu/dist_mpi.o: dist.c dist.h model.h | build/gpu
+	$(MPICC) $(CSTD) $(WARN) $(OPT) -DMEMR2_MPI -DMEMR2_NCCL -I$(CUDA_HOME)/include -I. -c $< -o $@
+GPU_DIST_LIBS := $(if $(MPI),-L$(CUDA_HOME)/lib64 -lnccl $(shell $(MPICC) --showme:link 2>/dev/null))
+# The GPU backends' row seeds and reduce_grads hook under the CUDA emulation (run by make test)
+$(EMU)/test_dist_gpu.o: tests/test_dist_gpu.cu tests/check.h tests/emu_util.h model.h rng.h dev/cuda_cpu.h | $(EMU)
+	$(EMU_CXX) -c $< -o $@
+$(EMU)/test_dist_gpu: $(EMU)/test_dist_gpu.o $(EMU)/kernels_llama.o $(EMU)/llama_gpu.o $(EMU)/kernels.o \
+    $(REL)/model.o $(REL)/llama.o $(REL)/llama_cpu.o $(REL)/llama_sample.o
+	$(CXX) -fopenmp $^ -lopenblas -lm -o $@
+# tests/test_mpi.sh: 2 ranks vs 1 process on a tiny run (weights, metrics), and a killed rank
+test_mpi: gen_episodes
+	$(MAKE) --no-print-directory train_cpu MPI=1
+	tests/test_mpi.sh ./train_cpu
 
 # ---- sanitizer flavour ----------------------------------------------------------------------
 SANB := build/san
@@ -161,10 +198,10 @@ GPU_LLAMA_OBJ := $(GPUB)/kernels_llama.o $(GPUB)/llama_gpu.o
 $(GPUB)/kernels_llama.o $(GPUB)/llama_gpu.o: $(GPUB)/%.o: %.cu kernels.h kernels_llama.h llama.h model.h dev/cuda_cpu.h dev/cuda_cpu_blas.h | $(GPUB)
 	@test -n "$(NVCC)" || { echo "nvcc not found: install the CUDA toolkit to build train_gpu"; exit 1; }
 	$(NVCC) -O3 -std=c++17 $(NVCC_GENCODE) -I. -c $< -o $@
-train_gpu: $(addprefix $(GPUB)/,$(TRAIN_SRC:.c=.o) $(CORE_SRC:.c=.o)) $(GPUB)/kernels.o $(GPU_LLAMA_OBJ) | gen_episodes
+train_gpu: $(addprefix $(GPUB)/,$(TRAIN_SRC:.c=.o) $(TRAINER_CORE:.c=.o)) $(GPUB)/kernels.o $(GPU_LLAMA_OBJ) $(DIST_MODE) | gen_episodes
 	@test -n "$(NVCC)" || { echo "nvcc not found: install the CUDA toolkit to build train_gpu"; exit 1; }
-	@echo "train_gpu: nvcc $(NVCC), archs $(addprefix sm_,$(GPU_ARCHS))"
-	$(NVCC) -Xcompiler -fopenmp $(NVCC_GENCODE) $^ $(LIBS) -lcublas -lcurand -o $@
+	@echo "train_gpu: nvcc $(NVCC), archs $(addprefix sm_,$(GPU_ARCHS))$(if $(MPI),; MPI + NCCL ($(CUDA_HOME)))"
+	$(NVCC) -Xcompiler -fopenmp $(NVCC_GENCODE) $(filter %.o,$^) $(LIBS) -lcublas -lcurand $(GPU_DIST_LIBS) -o $@
 
 # The kernel test on a real GPU (nvcc; CI can only build it). Run: make test_kernels_gpu
 .PHONY: test_kernels_gpu

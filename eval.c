@@ -526,7 +526,7 @@ int final_table(const World *env, const FinalPolicies *p, const Dataset *all, in
     ft.n = test.n;
     ft.nh = eval_horizons(all, 0, ft.hs);
     int rc = final_eval(env, p, &test, &ft);
-    if (rc == 0) {
+    if (rc == 0 && out_dir) {  // NULL: measured but not written (MPI ranks other than 0)
         // Both files are built in memory and written atomically (write_text_file): a full
         // disk is an error naming the file, never an empty table.
         char path[4096], *jtext = NULL, *mtext = NULL;

@@ -220,6 +220,16 @@ void grpo_turn_loss(const GrpoConfig *c, int L, const float *logp_new, const flo
     }
 }
 
+void grpo_stats_sum(const Dist *d, GrpoStats *st, long *tokens) {
+    if (dist_size(d) == 1) return;
+    double x[8] = {st->loss, st->kl, st->entropy, st->ratio, st->clipped, st->n_turns,
+                   st->n_tokens, tokens ? (double)*tokens : 0};
+    dist_sum_double(d, x, 8);
+    st->loss = x[0], st->kl = x[1], st->entropy = x[2], st->ratio = x[3];
+    st->clipped = (int)x[4], st->n_turns = (int)x[5], st->n_tokens = (int)x[6];
+    if (tokens) *tokens = (long)x[7];
+}
+
 // ---- 5. the step ---------------------------------------------------------------------------
 
 int grpo_plan_local(const GrpoConfig *c, int G, int H, Rng *rng, int *session, int *src) {

@@ -89,6 +89,10 @@ void grpo_turn_loss(const GrpoConfig *c, int L, const float *logp_new, const flo
                     const float *logp_ref, const float *entropy, float advantage, float weight,
                     float scale, float *dlogp, float *dent, GrpoStats *st);
 
+// Sums st (and *tokens, when not NULL) over the ranks of a data-parallel update (dist.h): each
+// rank accumulated the turns it computed; afterwards every rank holds the whole batch's figures.
+void grpo_stats_sum(const Dist *d, GrpoStats *st, long *tokens);
+
 // ---- the step ---------------------------------------------------------------------------------
 
 // What one step measured (logged per step in log.jsonl, docs/design.md).

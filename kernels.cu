@@ -32,6 +32,7 @@
 
 extern "C" {
 #include "model.h"
+#include "rng.h"
 }
 #include "kernels.h"
 
@@ -1138,6 +1139,10 @@ static void gpu_set_params(Model *m, const float *src) {
 static void gpu_get_grads(const Model *m, float *dst) {
     CUDA_CHECK(cudaMemcpy(dst, m->grads, m->nparams * sizeof(float), cudaMemcpyDeviceToHost));
 }
+static int gpu_reduce_grads(Model *m, GradReduceFn fn, void *ctx) {
+    CUDA_CHECK(cudaDeviceSynchronize());  // the backward's kernels have written the buffer
+    return fn(ctx, m->grads, m->nparams, 1);
+}
 static void gpu_get_opt_state(const Model *m, float *mom, float *vel, int64_t *step) {
     if (mom) CUDA_CHECK(cudaMemcpy(mom, m->mom, m->nparams * sizeof(float), cudaMemcpyDeviceToHost));
     if (vel) CUDA_CHECK(cudaMemcpy(vel, m->vel, m->nparams * sizeof(float), cudaMemcpyDeviceToHost));
@@ -1471,6 +1476,10 @@ static int gpu_sample(Model *m, const SampleRequest *req, SampleResult *out) {
     std::vector<int> toks((size_t)maxB * cfg->maxT), in(2 * (size_t)maxB), got(maxB);
     std::vector<float> lp(maxB);
     std::vector<char> done(maxB);
+    // req->row_seeds: each row's uniforms come from its own stream (drawn here, one per row and
+    // step, like the CPU sampler), so a row's samples do not depend on the rows beside it.
+    std::vector<Rng> row_rng(maxB);
+    std::vector<float> host_u(maxB);
     for (int c0 = 0; c0 < req->n; c0 += maxB) {
         int nb = std::min(req->n - c0, maxB), Tp = 0;
         const int *plen = req->prompt_len + c0;
@@ -1479,6 +1488,7 @@ static int gpu_sample(Model *m, const SampleRequest *req, SampleResult *out) {
             const int *src = req->prompts + (size_t)(c0 + r) * req->prompt_stride;
             for (int t = 0; t < Tp; t++) toks[(size_t)r * Tp + t] = t < plen[r] ? src[t] : 0;
             done[r] = 0;
+            if (req->row_seeds) rng_seed(&row_rng[r], req->row_seeds[c0 + r]);
         }
         prefill(m, toks.data(), plen, nb, Tp);
         int left = nb;
@@ -1487,7 +1497,10 @@ static int gpu_sample(Model *m, const SampleRequest *req, SampleResult *out) {
             if (k > 0) decode_step(m, nb);
             layernorm_forward_gpu(m->ln, m->dmean, m->drstd, m->x, m->p.lnfw, m->p.lnfb, nb, C);
             matmul_forward_gpu(m->blas, m->dlog, m->ln, m->p.wte, NULL, nb, C, V);
-            if (!greedy && curandGenerateUniform(m->gen, m->u, nb) != CURAND_STATUS_SUCCESS) {
+            if (!greedy && req->row_seeds) {
+                for (int r = 0; r < nb; r++) host_u[r] = rng_float(&row_rng[r]);
+                CUDA_CHECK(cudaMemcpy(m->u, host_u.data(), nb * sizeof(float), cudaMemcpyHostToDevice));
+            } else if (!greedy && curandGenerateUniform(m->gen, m->u, nb) != CURAND_STATUS_SUCCESS) {
                 fprintf(stderr, "gpu sample: curandGenerateUniform failed\n");
                 return -1;
             }
@@ -1525,5 +1538,5 @@ extern "C" const ModelBackend gpu_backend = {
     "gpu",            gpu_create,        gpu_destroy,       gpu_config,    gpu_num_params,
     gpu_get_params,   gpu_set_params,    gpu_get_grads,     gpu_get_opt_state,
     gpu_set_opt_state, gpu_forward,      gpu_zero_grad,     gpu_backward,  gpu_update,
-    gpu_sample,
+    gpu_sample,       gpu_reduce_grads,
 };

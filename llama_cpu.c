@@ -428,6 +428,9 @@ static void llama_set_params(Model *m, const float *src) {
 static void llama_get_grads(const Model *m, float *dst) {
     memcpy(dst, m->grads, m->nparams * sizeof(float));
 }
+static int llama_reduce_grads(Model *m, GradReduceFn fn, void *ctx) {
+    return fn(ctx, m->grads, m->nparams, 0);
+}
 static void llama_get_opt_state(const Model *m, float *mom, float *vel, int64_t *step) {
     if (mom) memcpy(mom, m->mom, m->nparams * sizeof(float));
     if (vel) memcpy(vel, m->vel, m->nparams * sizeof(float));
@@ -676,6 +679,7 @@ const ModelBackend cpu_llama_backend = {
     .backward = llama_backward,
     .update = llama_update,
     .sample = llama_sample,
+    .reduce_grads = llama_reduce_grads,
 };
 
 const ModelBackend *cpu_backend_for(const ModelConfig *cfg) {

@@ -33,6 +33,7 @@
 extern "C" {
 #include "llama.h"
 #include "model.h"
+#include "rng.h"
 }
 #include "kernels_llama.h"
 
@@ -253,6 +254,11 @@ static void llg_set_params(Model *mm, const float *src) {
 static void llg_get_grads(const Model *mm, float *dst) {
     const LlamaGpu *m = as_llama(mm);
     LL_CUDA_CHECK(cudaMemcpy(dst, m->grads, m->nparams * sizeof(float), cudaMemcpyDeviceToHost));
+}
+static int llg_reduce_grads(Model *mm, GradReduceFn fn, void *ctx) {
+    LlamaGpu *m = as_llama(mm);
+    LL_CUDA_CHECK(cudaDeviceSynchronize());  // the backward's kernels have written the buffer
+    return fn(ctx, m->grads, m->nparams, 1);
 }
 static void llg_get_opt_state(const Model *mm, float *mom, float *vel, int64_t *step) {
     const LlamaGpu *m = as_llama(mm);
@@ -610,6 +616,10 @@ static int llg_sample(Model *mm, const SampleRequest *req, SampleResult *out) {
     std::vector<int> toks((size_t)maxB * cfg->maxT), in(2 * (size_t)maxB), got(maxB);
     std::vector<float> lp(maxB);
     std::vector<char> done(maxB);
+    // req->row_seeds: each row's uniforms come from its own stream (drawn here, one per row and
+    // step, like the CPU sampler), so a row's samples do not depend on the rows beside it.
+    std::vector<Rng> row_rng(maxB);
+    std::vector<float> host_u(maxB);
     for (int c0 = 0; c0 < req->n; c0 += maxB) {
         int nb = std::min(req->n - c0, maxB), Tp = 0;
         const int *plen = req->prompt_len + c0;
@@ -618,6 +628,7 @@ static int llg_sample(Model *mm, const SampleRequest *req, SampleResult *out) {
             const int *src = req->prompts + (size_t)(c0 + r) * req->prompt_stride;
             for (int t = 0; t < Tp; t++) toks[(size_t)r * Tp + t] = t < plen[r] ? src[t] : 0;
             done[r] = 0;
+            if (req->row_seeds) rng_seed(&row_rng[r], req->row_seeds[c0 + r]);
         }
         prefill(m, toks.data(), plen, nb, Tp);
         int left = nb;
@@ -626,7 +637,10 @@ static int llg_sample(Model *mm, const SampleRequest *req, SampleResult *out) {
             if (k > 0) decode_step(m, nb);
             rmsnorm_forward_gpu(m->ln, m->srstd, m->x, m->p.norm_f, nb, C, cfg->norm_eps);
             matmul_forward_gpu(m->blas, m->dlog, m->ln, w_out(&m->p, cfg), NULL, nb, C, V);
-            if (!greedy && curandGenerateUniform(m->gen, m->u, nb) != CURAND_STATUS_SUCCESS) {
+            if (!greedy && req->row_seeds) {
+                for (int r = 0; r < nb; r++) host_u[r] = rng_float(&row_rng[r]);
+                LL_CUDA_CHECK(cudaMemcpy(m->u, host_u.data(), nb * sizeof(float), cudaMemcpyHostToDevice));
+            } else if (!greedy && curandGenerateUniform(m->gen, m->u, nb) != CURAND_STATUS_SUCCESS) {
                 fprintf(stderr, "gpu llama sample: curandGenerateUniform failed\n");
                 return -1;
             }
@@ -664,7 +678,7 @@ extern "C" const ModelBackend gpu_llama_backend = {
     "gpu-llama",         llg_create,     llg_destroy,   llg_config,   llg_num_params,
     llg_get_params,      llg_set_params, llg_get_grads, llg_get_opt_state,
     llg_set_opt_state,   llg_forward,    llg_zero_grad, llg_backward, llg_update,
-    llg_sample,
+    llg_sample,          llg_reduce_grads,
 };
 
 extern "C" const ModelBackend *gpu_backend_for(const ModelConfig *cfg) {

@@ -644,6 +644,9 @@ static void model_set_params(Model *m, const float *src) {
 static void model_get_grads(const Model *m, float *dst) {
     memcpy(dst, m->grads, m->nparams * sizeof(float));
 }
+static int model_reduce_grads(Model *m, GradReduceFn fn, void *ctx) {
+    return fn(ctx, m->grads, m->nparams, 0);
+}
 static void model_get_opt_state(const Model *m, float *mom, float *vel, int64_t *step) {
     if (mom) memcpy(mom, m->mom, m->nparams * sizeof(float));
     if (vel) memcpy(vel, m->vel, m->nparams * sizeof(float));
@@ -1150,7 +1153,8 @@ int sample_batched(const SampleRequest *req, SampleResult *out, int V, int maxB,
             qoff[r + 1] = qoff[r] + pl;
             slot[r] = r;
             start[r] = 0;
-            uint64_t s = req->seed ^ (0x9e3779b97f4a7c15ULL * (uint64_t)(c0 + r + 1));
+            uint64_t s = req->row_seeds ? req->row_seeds[c0 + r]
+                                        : req->seed ^ (0x9e3779b97f4a7c15ULL * (uint64_t)(c0 + r + 1));
             rng_seed(&rngs[r], s);
         }
         infer(ctx, toks, nb, qoff, slot, start);
@@ -1220,6 +1224,7 @@ const ModelBackend cpu_backend = {
     .backward = model_backward,
     .update = model_update,
     .sample = model_sample,
+    .reduce_grads = model_reduce_grads,
 };
 
 // =============================================================================================

@@ -106,6 +106,10 @@ typedef struct {
     const int *stop;       // stop tokens (the stop token is emitted and ends the row)
     int n_stop;
     uint64_t seed;         // drives all randomness of this call; same seed, same samples
+    // Optional (NULL: row i's stream is derived from seed and i): one seed per row, so a row's
+    // samples depend on its own seed only, not on which other rows share the call (rollout.c
+    // seeds each lane's rows from the lane's global index: same rollouts on any number of ranks).
+    const uint64_t *row_seeds;
 } SampleRequest;
 
 typedef struct {
@@ -134,6 +138,10 @@ int sample_top_p(const float *probs, int V, float top_p, int *keep);
 // A backend: the CPU reference (model.c, cpu_backend) or the GPU (kernels.cu, gpu_backend).
 // Every array argument is host memory; the backend copies to and from the device as needed.
 typedef struct Model Model;
+
+// A reduction over the gradient buffer in place (dist.c sums it across processes): grads holds
+// n floats, in host memory, or in device memory when on_device is 1. Returns 0 or -1.
+typedef int (*GradReduceFn)(void *ctx, float *grads, size_t n, int on_device);
 
 typedef struct {
     const char *name;
@@ -166,6 +174,11 @@ typedef struct {
 
     // Returns 0, or -1 on bad arguments.
     int (*sample)(Model *m, const SampleRequest *req, SampleResult *out);
+
+    // Data-parallel training (docs/scaleout.md): runs fn on the gradient buffer itself, where it
+    // lives (the host for CPU backends, the device for GPU ones), between the last backward and
+    // update, so the processes can sum their gradients without a copy. Returns fn's result.
+    int (*reduce_grads)(Model *m, GradReduceFn fn, void *ctx);
 } ModelBackend;
 
 extern const ModelBackend cpu_backend;        // model.c: GPT-2 on the CPU

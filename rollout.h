@@ -15,6 +15,7 @@
 
 #include <stdint.h>
 
+#include "dist.h"
 #include "memory.h"
 #include "model.h"
 #include "world.h"
@@ -82,6 +83,11 @@ typedef struct {
     TeacherFlaws teacher_flaws;
     // recording (NULL: nothing recorded)
     TurnBuffer *record;
+    // model actor: the ranks that share its lanes (NULL: this process alone). Lane i runs on rank
+    // dist_owner(i); afterwards every rank holds every lane's state and the recorded turns of
+    // all of them, in the order one process records them. The teacher ignores it (cheap, and
+    // its noise draws from rng lane after lane).
+    const Dist *dist;
 } Actor;
 
 typedef struct {
@@ -99,8 +105,10 @@ const void *lane_snapshot(const Lane *l, int session);
 // The lane's counters after `session` (requires snapshots), or NULL.
 const LaneCounters *lane_counters(const Lane *l, int session);
 
-// Run every lane through its sessions. rng drives sampling seeds and teacher noise.
-// Returns 0, or -1 if the model refused a call (message on stderr).
+// Run every lane through its sessions. rng drives sampling seeds and teacher noise: the model
+// actor draws one seed per call, and lane i's row of each sample call gets its own stream from
+// (that seed, i, the lane's chunk step, the role), so a lane's samples do not depend on which
+// lanes share its batch or its rank. Returns 0, or -1 if the model refused a call (stderr).
 int rollout_run(const World *env, Lane *lanes, int n_lanes, const Actor *actor, Rng *rng,
                 RolloutSpeed *speed);
 

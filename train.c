@@ -25,6 +25,7 @@
 
 #include <stb/stb_ds.h>
 
+#include "dist.h"
 #include "eval.h"
 #include "files.h"
 #include "grpo.h"
@@ -605,6 +606,9 @@ typedef struct {
     int warm_started;
     float *sft_params;   // the warm start's policy (the final table's "sft" row)
     CurvePoint *reward_pts, *val_pts;  // stb_ds arrays: the learning curve
+    // data-parallel ranks (dist.h; docs/scaleout.md): every rank trains, rank 0 alone writes
+    Dist *dist;
+    int writer;
 } Trainer;
 
 // Writes one metrics line (JSON) to out/log.jsonl. `fields` is a preformatted "k":v list.
@@ -623,7 +627,8 @@ static Actor model_actor(Trainer *tr, Model *m, float temperature, TurnBuffer *r
     return (Actor){.kind = ACTOR_MODEL, .be = tr->be, .model = m, .temperature = temperature,
                    .top_p = 1, .max_seq = m ? tr->be->config(m)->maxT : tr->mcfg.maxT,
                    .max_new_extract = tr->world.max_new_extract,
-                   .max_new_manage = tr->world.max_new_manage, .record = record};
+                   .max_new_manage = tr->world.max_new_manage, .record = record,
+                   .dist = tr->dist};
 }
 
 // --show-bank: the first evaluation episode's bank goes to stdout.
@@ -638,6 +643,7 @@ static FILE *show_bank_file(const Trainer *tr) { return tr->opt.show_bank ? stdo
 // rs carries the phase, position and the extra parameter copies; this adds the policy, its
 // AdamW moments, the RNG, the step counter, the elapsed time and the log position.
 static int save_run_state(Trainer *tr, RunState *rs) {
+    if (!tr->writer) return 0;
     size_t np = tr->be->num_params(tr->model);
     float *buf = malloc(sizeof(float) * np * 3);
     void *blob = NULL;
@@ -761,8 +767,9 @@ static int sft_train(Trainer *tr) {
             out_tokens += tb.turns[batch[i]].out_len;
         }
         double loss = 0;
-        for (int s = 0; s < o->sft_batch; s += tr->rows.maxB) {
-            int B = min_int(tr->rows.maxB, o->sft_batch - s);
+        int mine = dist_pick(tr->dist, batch, o->sft_batch);  // this rank's rows of the batch
+        for (int s = 0; s < mine; s += tr->rows.maxB) {
+            int B = min_int(tr->rows.maxB, mine - s);
             memcpy(idx, batch + s, sizeof(int) * (size_t)B);
             int T = pack_turns(&tr->rows, &tb, idx, B);
             if (tr->be->forward(tr->model, tr->rows.tokens, tr->rows.targets, B, T,
@@ -779,8 +786,9 @@ static int sft_train(Trainer *tr) {
             tr->be->backward(tr->model, tr->rows.dlogp, NULL);
         }
         free(batch);
+        dist_sum_double(tr->dist, &loss, 1);
         float lr = lr_schedule(o->sft_lr, step, o->sft_steps);
-        float gnorm = tr->be->update(tr->model, &adam, lr);
+        float gnorm = dist_update(tr->dist, tr->be, tr->model, &adam, lr);
         loss /= (double)(out_tokens > 0 ? out_tokens : 1);
         tr->global_step++;
         char f[256];
@@ -876,11 +884,15 @@ static int ppo_update(Trainer *tr, const TurnBuffer *tb, float lr, StepMetrics *
     size_t ntok = (size_t)arrlen(tb->tokens);
     float *ref_lp = calloc(ntok ? ntok : 1, sizeof(float));
     int *order = malloc(sizeof(int) * (size_t)(n_all ? n_all : 1));
-    if (!ref_lp || !order) goto done;
+    int *pick = malloc(sizeof(int) * (size_t)(n_all ? n_all : 1));  // this rank's share
+    if (!ref_lp || !order || !pick) goto done;
     double t0 = now_seconds();
     int n = grpo_update_turns(&o->grpo, tb->turns, n_all, order);
     sm->turns_update = n;
-    if (n > 0 && score_turns(tr, tr->ref, tb, order, n, ref_lp) != 0) goto done;
+    memcpy(pick, order, sizeof(int) * (size_t)n);
+    int k = dist_pick(tr->dist, pick, n);
+    if (k > 0 && score_turns(tr, tr->ref, tb, pick, k, ref_lp) != 0) goto done;
+    dist_sum_float(tr->dist, ref_lp, ntok);  // each rank scored its share, zeros elsewhere
     double gn_sum = 0;
     int updates = 0;
     for (int epoch = 0; epoch < o->grpo.ppo_epochs && n > 0; epoch++) {
@@ -893,23 +905,25 @@ static int ppo_update(Trainer *tr, const TurnBuffer *tb, float lr, StepMetrics *
             int m = min_int(o->turns_per_update, n - mb);
             int *mbi = order + mb;
             sort_turns_by_length(tb, mbi, m);
+            memcpy(pick, mbi, sizeof(int) * (size_t)m);
+            int mine = dist_pick(tr->dist, pick, m);  // scale 1/m stays: the ranks' sum is the mean
             tr->be->zero_grad(tr->model);
             GrpoStats gs = {0};
-            for (int s = 0; s < m; s += tr->rows.maxB) {
-                int B = min_int(tr->rows.maxB, m - s);
-                int T = pack_turns(&tr->rows, tb, mbi + s, B);
+            for (int s = 0; s < mine; s += tr->rows.maxB) {
+                int B = min_int(tr->rows.maxB, mine - s);
+                int T = pack_turns(&tr->rows, tb, pick + s, B);
                 if (tr->be->forward(tr->model, tr->rows.tokens, tr->rows.targets, B, T,
                                      tr->rows.logp, tr->rows.ent) != 0)
                     goto done;
-                if (grpo_rows_grad(&o->grpo, tb, ref_lp, mbi + s, B, T, tr->rows.logp,
+                if (grpo_rows_grad(&o->grpo, tb, ref_lp, pick + s, B, T, tr->rows.logp,
                                    tr->rows.ent, m, tr->rows.dlogp, tr->rows.dent, &gs) != 0)
                     goto done;
                 for (int b = 0; b < B; b++)
-                    sm->train_tokens += tb->turns[mbi[s + b]].prompt_len + tb->turns[mbi[s + b]].out_len;
+                    sm->train_tokens += tb->turns[pick[s + b]].prompt_len + tb->turns[pick[s + b]].out_len;
                 tr->be->backward(tr->model, tr->rows.dlogp, tr->rows.dent);
             }
             AdamWConfig adam = o->adamw;
-            gn_sum += tr->be->update(tr->model, &adam, lr);
+            gn_sum += dist_update(tr->dist, tr->be, tr->model, &adam, lr);
             updates++;
             if (epoch == 0) {  // report the first pass: it measures the policy that acted
                 sm->gs.loss += gs.loss, sm->gs.kl += gs.kl, sm->gs.entropy += gs.entropy;
@@ -921,11 +935,13 @@ static int ppo_update(Trainer *tr, const TurnBuffer *tb, float lr, StepMetrics *
         }
     }
     sm->grad_norm = updates ? gn_sum / updates : 0;
+    grpo_stats_sum(tr->dist, &sm->gs, &sm->train_tokens);
     sm->train_s = now_seconds() - t0;
     rc = 0;
 done:
     free(ref_lp);
     free(order);
+    free(pick);
     return rc;
 }
 
@@ -959,6 +975,7 @@ static int save_params(Trainer *tr, Model *m, const char *name, float *scratch) 
     char path[4096], err[1024];
     path_join(path, sizeof path, tr->opt.out_dir, name);
     tr->be->get_params(m, scratch);
+    if (!tr->writer) return 0;
     if (checkpoint_save(path, &tr->mcfg, scratch, err, sizeof err) != 0) {
         fprintf(stderr, "error: %s\n", err);
         return -1;
@@ -971,6 +988,7 @@ static int save_params(Trainer *tr, Model *m, const char *name, float *scratch) 
 // the PNG comes back on its stdout and is written atomically here. gnuplot is optional: without
 // it curve.png is skipped with a warning. Returns -1 only when writing a file failed.
 static int write_curve(Trainer *tr) {
+    if (!tr->writer) return 0;
     const CurvePoint *series[2] = {tr->reward_pts, tr->val_pts};
     const char *titles[2] = {"with lines lw 2 title 'reward (train, mean over G)'",
                              "with linespoints lw 2 title 'validation F1 (greedy)'"};
@@ -1179,7 +1197,7 @@ static int run_final_table(Trainer *tr, const float *sft_params) {
     FinalPolicies p = {.sft = sft_params ? &sft : NULL, .trained = &trained,
                        .seed = tr->opt.seed, .show_bank = show_bank_file(tr)};
     return final_table(&tr->world, &p, &tr->test, tr->opt.test_episodes, tr->opt.test_path,
-                       tr->opt.out_dir);
+                       tr->writer ? tr->opt.out_dir : NULL);  // rank 0 alone writes
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1202,7 +1220,8 @@ static int open_world(Trainer *tr, const Dataset *vocab_data, const char *vocab_
                       const char *err_context, const char *save_vocab, int with_penalty) {
     const Options *o = &tr->opt;
     WorldArgs a = {.name = o->world, .vocab_data = vocab_data, .vocab_max = o->vocab_max,
-                   .vocab_path = vocab_path, .context = err_context, .save_vocab = save_vocab,
+                   .vocab_path = vocab_path, .context = err_context,
+                   .save_vocab = tr->writer ? save_vocab : NULL,
                    .rho = with_penalty ? o->grpo.rho : -1.0f,
                    .lambda = with_penalty ? o->grpo.lambda : -1.0f, .seed = o->seed};
     return world_open(&tr->world, &a);
@@ -1257,7 +1276,7 @@ static int init_shape(const char *ckpt_path, ModelConfig *mcfg) {
     return 0;
 }
 
-static int run_eval(const Options *o) {
+static int run_eval(const Options *o, Dist *dist) {
     const char *path = o->eval_data ? o->eval_data : o->test_path;
     Dataset ds = {0};
     if (load_dataset_or_die(path, &ds) != 0) return 1;
@@ -1273,7 +1292,7 @@ static int run_eval(const Options *o) {
     EvalResult res[3];
     int rc = 1;
     BaselinePolicy bp;
-    Trainer tr = {.opt = *o};
+    Trainer tr = {.opt = *o, .dist = dist, .writer = dist_rank(dist) == 0};
     tr.be = backend_for(&tr.mcfg);
     if (baseline_policy_parse(o->eval_policy, &bp) == 0) {
         // Baselines need no model; the vocabulary only serves the prompts of the oracle.
@@ -1514,8 +1533,8 @@ static int warm_start(Trainer *tr) {
 // ---------------------------------------------------------------------------------------------
 // Training: data -> vocabulary -> model -> warm start -> curriculum -> final table
 
-static int run_training(const Options *o, int argc, char **argv) {
-    Trainer tr = {.opt = *o};
+static int run_training(const Options *o, int argc, char **argv, Dist *dist) {
+    Trainer tr = {.opt = *o, .dist = dist, .writer = dist_rank(dist) == 0};
     int rc = 1;
     tr.t_start = now_seconds();
     rng_seed(&tr.rng, o->seed);
@@ -1528,7 +1547,9 @@ static int run_training(const Options *o, int argc, char **argv) {
     // A pretrained (Llama-family) --init brings its own shape: the model flags are for the
     // GPT-2 the synthetic world trains from scratch.
     if (o->init_path && init_shape(o->init_path, &tr.mcfg) != 0) goto done;
-    if (prepare_out_dir(o, argc, argv) != 0 || ensure_default_data(o) != 0) goto done;
+    // rank 0 alone prepares the directory and the data; the others wait for it
+    int prepared = !tr.writer || (prepare_out_dir(o, argc, argv) == 0 && ensure_default_data(o) == 0);
+    if (!dist_all_ok(dist, prepared)) goto done;
     if (load_dataset_or_die(o->train_path, &tr.train) != 0 ||
         load_dataset_or_die(o->val_path, &tr.val) != 0 ||
         load_dataset_or_die(o->test_path, &tr.test) != 0)
@@ -1568,7 +1589,7 @@ static int run_training(const Options *o, int argc, char **argv) {
     tr.sft_params = malloc(sizeof(float) * np);
     if (!tr.sft_params) goto done;
     if (have_state && load_run_state(&tr) != 0) goto done;
-    if (open_log(&tr) != 0) goto done;
+    if (tr.writer && open_log(&tr) != 0) goto done;
 
     if (!tr.resuming || tr.rs.phase == RUN_SFT) {
         if (warm_start(&tr) != 0) goto done;
@@ -1590,7 +1611,7 @@ static int run_training(const Options *o, int argc, char **argv) {
     if (run_final_table(&tr, tr.warm_started ? tr.sft_params : NULL) != 0) goto done;
     FILE *log = tr.log;
     tr.log = NULL;
-    if (tr.log_failed || fclose(log) != 0) {
+    if (tr.writer && (tr.log_failed || fclose(log) != 0)) {
         if (!tr.log_failed)
             fprintf(stderr, "error: cannot write %s: %s\n", tr.log_path, strerror(errno));
         goto done;
@@ -1651,6 +1672,14 @@ int main(int argc, char **argv) {
             return 1;
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
+    // mpirun -np N (docs/scaleout.md): rank 0 speaks; the others print only errors (stderr)
+    Dist dist;
+    if (dist_init(&dist, &argc, &argv) != 0) {
+        free(args_buf), free(args);
+        return 1;
+    }
+    if (dist.rank != 0 && !freopen("/dev/null", "w", stdout)) dist_abort(&dist, 1);
+    if (dist.size > 1) printf("memr2: %d ranks (MPI)\n", dist.size);
     // Ask the backend for a tiny model first: the GPU build says at once when there is no GPU.
     ModelConfig tiny = {.V = 8, .maxT = 8, .L = 1, .NH = 1, .C = 8};
     const ModelBackend *be = backend_for(&tiny);
@@ -1659,15 +1688,18 @@ int main(int argc, char **argv) {
         fprintf(stderr, "error: the %s backend cannot start (see above)%s\n", be->name,
                 be == &cpu_backend ? "" : "; ./train_cpu runs the same on the CPU");
         free(args_buf), free(args);
+        dist_finalize(&dist);
         return 1;
     }
     be->destroy(probe);
-    int rc = o.eval_policy ? run_eval(&o) : run_training(&o, argc, argv);
+    int rc = o.eval_policy ? run_eval(&o, &dist) : run_training(&o, argc, argv, &dist);
     free(args_buf), free(args);
     // --eval's results go to stdout: a full disk behind a redirect must not pass silently.
     if (fflush(stdout) != 0 || ferror(stdout)) {
         fprintf(stderr, "error: cannot write the standard output: %s\n", strerror(errno));
         rc = 1;
     }
+    if (rc != 0 && dist.size > 1) dist_abort(&dist, rc);  // no rank is left waiting for this one
+    dist_finalize(&dist);
     return rc;
 }
