@@ -1115,7 +1115,8 @@ static void log_rl_step(Trainer *tr, int stage, int H, const StepMetrics *sm, do
              "\"clip_frac\":%.4f,\"grad_norm\":%.4f,\"mem_words\":%.1f,"
              "\"ops_insert\":%d,\"ops_update\":%d,\"ops_delete\":%d,\"ops_noop\":%d,"
              "\"ops_invalid\":%d,\"tok_s_rollout\":%.0f,\"tok_s_rerollout\":%.0f,"
-             "\"tok_s_train\":%.0f,\"step_s\":%.2f%s%.4f",
+             "\"tok_s_train\":%.0f,\"rollout_tokens\":%ld,\"rerollout_tokens\":%ld,"
+             "\"step_s\":%.2f%s%.4f",
              stage, H, g->reward_mean, g->reward_std, zg, zg,
              json_num(zl, sizeof zl,
                       g->groups_local ? (double)g->zero_std_local / g->groups_local : NAN, "%.4f"),
@@ -1130,7 +1131,9 @@ static void log_rl_step(Trainer *tr, int stage, int H, const StepMetrics *sm, do
              g->ops.invalid,
              (g->roll.prompt_tokens + g->roll.new_tokens) / (g->roll.seconds + 1e-9),
              (g->reroll.prompt_tokens + g->reroll.new_tokens) / (g->reroll.seconds + 1e-9),
-             sm->train_tokens / (sm->train_s + 1e-9), dt,
+             sm->train_tokens / (sm->train_s + 1e-9),
+             (long)(g->roll.prompt_tokens + g->roll.new_tokens),
+             (long)(g->reroll.prompt_tokens + g->reroll.new_tokens), dt,
              val_f1 >= 0 ? ",\"val_f1\":" : ",\"val_f1_pending\":", val_f1 >= 0 ? val_f1 : 0);
     log_line(tr, f);
 }
