@@ -82,6 +82,7 @@ typedef struct {
     const char *eval_data;
     int eval_sessions;         // 0: 8, 16 and 32 (those the data has)
     int test_episodes;
+    int test_sessions;         // 0: the final table at 8, 16 and 32 (those the data has); H: at H only
     int show_bank;             // --eval: print the first episode's final bank
     int mistakes;              // --eval: per-session mistakes against the gold world
     int quiet;
@@ -172,6 +173,8 @@ static void usage(FILE *f, const char *prog) {
 "  --select WHICH       last | best: the policy a stage ends on, seeding the next stage and\n"
 "                       reported (default last: best-of-validation on few episodes picks noise)\n"
 "  --val-episodes N     (default %d)    --test-episodes N (default %d)\n"
+"  --test-sessions H    the final table at horizon H only (default: 8, 16 and 32, those the\n"
+"                       test data has; a short experiment at one horizon costs less)\n"
 "  -q, --quiet          no progress lines\n"
 "  -h, --help\n",
             prog, prog, d.test_path, d.train_path, d.val_path, d.test_path,
@@ -248,7 +251,7 @@ enum {
     OPT_CHANNELS, OPT_MAXSEQ, OPT_MAXBATCH, OPT_SFT_STEPS, OPT_SFT_LR, OPT_SFT_BATCH,
     OPT_NOISE, OPT_ALGO, OPT_DIRECT, OPT_STAGE_STEPS, OPT_LR, OPT_G, OPT_K, OPT_PLOCAL,
     OPT_OMEGA, OPT_REWARD, OPT_BKL, OPT_BENT, OPT_EPS, OPT_DUAL, OPT_EPOCHS, OPT_TPU,
-    OPT_LAMBDA, OPT_RHO, OPT_ZERO_ADV, OPT_SELECT, OPT_EVAL_EVERY, OPT_VAL_EPISODES, OPT_TEST_EPISODES, OPT_INIT, OPT_SHOW_BANK,
+    OPT_LAMBDA, OPT_RHO, OPT_ZERO_ADV, OPT_SELECT, OPT_EVAL_EVERY, OPT_VAL_EPISODES, OPT_TEST_EPISODES, OPT_TEST_SESSIONS, OPT_INIT, OPT_SHOW_BANK,
     OPT_RESUME, OPT_OVERWRITE, OPT_SAVE_EVERY, OPT_MISTAKES, OPT_FLAWS,
 };
 
@@ -293,6 +296,7 @@ static int parse_options(int argc, char **argv, Options *o) {
         {"eval-every", required_argument, 0, OPT_EVAL_EVERY},
         {"val-episodes", required_argument, 0, OPT_VAL_EPISODES},
         {"test-episodes", required_argument, 0, OPT_TEST_EPISODES},
+        {"test-sessions", required_argument, 0, OPT_TEST_SESSIONS},
         {"init", required_argument, 0, OPT_INIT},
         {"show-bank", no_argument, 0, OPT_SHOW_BANK},
         {"resume", required_argument, 0, OPT_RESUME},
@@ -379,6 +383,7 @@ static int parse_options(int argc, char **argv, Options *o) {
         case OPT_EVAL_EVERY: rc = parse_int("--eval-every", optarg, 1, 1000000, &o->eval_every); break;
         case OPT_VAL_EPISODES: rc = parse_int("--val-episodes", optarg, 1, 100000, &o->val_episodes); break;
         case OPT_TEST_EPISODES: rc = parse_int("--test-episodes", optarg, 1, 100000, &o->test_episodes); break;
+        case OPT_TEST_SESSIONS: rc = parse_int("--test-sessions", optarg, 1, 100000, &o->test_sessions); break;
         case OPT_INIT: o->init_path = optarg; break;
         case OPT_SHOW_BANK: o->show_bank = 1; break;
         case OPT_RESUME: o->resume_dir = optarg; break;
@@ -1417,7 +1422,7 @@ static int final_table(Trainer *tr, const float *sft_params) {
                         "regenerate the default data)\n", tr->opt.test_path, test.n,
                 tr->opt.test_episodes);
     ft.n = test.n;
-    ft.nh = eval_horizons(&tr->test, 0, ft.hs);
+    ft.nh = eval_horizons(&tr->test, tr->opt.test_sessions, ft.hs);
     int rc = final_eval(tr, sft_params, &test, &ft);
     if (rc == 0) {
         // Both files are built in memory and written atomically (write_text_file): a full
