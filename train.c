@@ -165,7 +165,8 @@ static void usage(FILE *f, const char *prog) {
 "  --omega X            weight of local turns (default %g)\n"
 "  --reward MODE        session (per-session evidence attribution) | trajectory (session)\n"
 "  --beta-kl X --beta-ent X --eps-clip X --dual-clip X   (default %g %g %g %g)\n"
-"  --ppo-epochs N       (default %d)    --turns-per-update N (default %d)\n"
+"  --ppo-epochs N       (default %d; 0: measure each step's rewards, advantages and credit\n"
+"                       quality without updating)    --turns-per-update N (default %d)\n"
 "  --lambda X --rho X   compression penalty (default %g %g)\n"
 "  --zero-adv MODE      dilute (turns with advantage 0 count in the loss's mean, the paper's)\n"
 "                       | skip (they stay out of the update) (default %s)\n"
@@ -360,7 +361,7 @@ static int parse_options(int argc, char **argv, Options *o) {
         case OPT_BENT: rc = parse_float("--beta-ent", optarg, 0, 100, &o->grpo.beta_ent); break;
         case OPT_EPS: rc = parse_float("--eps-clip", optarg, 0, 1, &o->grpo.eps_clip); break;
         case OPT_DUAL: rc = parse_float("--dual-clip", optarg, 1, 100, &o->grpo.dual_clip); break;
-        case OPT_EPOCHS: rc = parse_int("--ppo-epochs", optarg, 1, 100, &o->grpo.ppo_epochs); break;
+        case OPT_EPOCHS: rc = parse_int("--ppo-epochs", optarg, 0, 100, &o->grpo.ppo_epochs); break;
         case OPT_TPU: rc = parse_int("--turns-per-update", optarg, 1, 1 << 20, &o->turns_per_update); break;
         case OPT_LAMBDA: rc = parse_float("--lambda", optarg, 0, 100, &o->grpo.lambda); break;
         case OPT_RHO: rc = parse_float("--rho", optarg, 0, 100, &o->grpo.rho); break;
