@@ -210,9 +210,11 @@ static void test_batch_split(int variant) {
         eg = fmax(eg, fabs(g[i] - gh[i]));
         gm = fmax(gm, fabs(g[i]));
     }
-    printf("%s: batch of 4 vs two halves: logp/entropy max diff %.3g (tol 1e-6), grads max diff "
+    printf("%s: batch of 4 vs two halves: logp/entropy max diff %.3g (tol 4e-6), grads max diff "
            "%.3g of max |g| %.3g (tol 3e-6 relative)\n", variant_name(variant), el, eg, gm);
-    CHECK(el <= 1e-6, "batch vs halves: logp diff %.3g", el);
+    // |logp| is about log V = 3.6 here, so 4e-6 is ~1e-6 relative: float32 rounding of sgemms
+    // whose blocking depends on the row count (seen 1.9e-6 on Zen 3 / AVX2, 0 on AVX-512).
+    CHECK(el <= 4e-6, "batch vs halves: logp diff %.3g", el);
     CHECK(eg <= 3e-6 * gm, "batch vs halves: grad diff %.3g", eg);
     free(g), free(gh);
     BE->destroy(m);
