@@ -448,10 +448,23 @@ static void final_write_jsonl(const FinalTable *ft, FILE *j) {
                     "\"f1\":%.5f,\"bleu1\":%.5f,\"em\":%.5f,\"mfail\":%.5f,"
                     "\"mem_words\":%.2f,\"ops_insert\":%d,\"ops_update\":%d,"
                     "\"ops_delete\":%d,\"ops_noop\":%d,\"ops_invalid\":%d,\"malformed\":%d,"
-                    "\"outputs\":%d}\n",
+                    "\"outputs\":%d",
                     ROW_NAMES[r], ft->hs[h], e->episodes, e->questions, e->f1, e->bleu1, e->em,
                     e->mfail, e->mem_words, e->ops.inserts, e->ops.updates, e->ops.deletes,
                     e->ops.noops, e->ops.invalid, e->malformed, e->outputs);
+            // F1 per question category (2 = temporal) and each episode's F1, so runs can be
+            // compared per category and paired over episodes (dev/experiment.py)
+            fprintf(j, ",\"cat_f1\":[");
+            for (int c = 0; c < 8; c++)
+                fprintf(j, "%s%.5f", c ? "," : "", e->per_cat_n[c] ? e->per_cat_f1[c] : -1.0);
+            fprintf(j, "]");
+            if (ft->ep_f1[r]) {
+                fprintf(j, ",\"ep_f1\":[");
+                for (int e2 = 0; e2 < ft->n; e2++)
+                    fprintf(j, "%s%.5f", e2 ? "," : "", ft->ep_f1[r][(size_t)h * ft->n + e2]);
+                fprintf(j, "]");
+            }
+            fprintf(j, "}\n");
         }
     }
     // paired rows: "policy" names the comparison, so readers of the rows above skip them
@@ -524,7 +537,7 @@ int final_table(const World *env, const FinalPolicies *p, const Dataset *all, in
         fprintf(stderr, "warning: %s has %d episodes, fewer than the %d asked for (delete it to "
                         "regenerate the default data)\n", test_path, test.n, test_episodes);
     ft.n = test.n;
-    ft.nh = eval_horizons(all, 0, ft.hs);
+    ft.nh = eval_horizons(all, p->horizon, ft.hs);
     int rc = final_eval(env, p, &test, &ft);
     if (rc == 0 && out_dir) {  // NULL: measured but not written (MPI ranks other than 0)
         // Both files are built in memory and written atomically (write_text_file): a full

@@ -75,6 +75,7 @@ typedef struct {
     const Actor *trained;  // greedy trained policy
     uint64_t seed;
     FILE *show_bank;       // as in eval_model (NULL: no dump)
+    int horizon;           // 0: 8, 16 and 32 (those the data has); H: at H only (--test-sessions)
 } FinalPolicies;
 int final_table(const World *env, const FinalPolicies *p, const Dataset *test, int test_episodes,
                 const char *test_path, const char *out_dir);

@@ -88,6 +88,7 @@ typedef struct {
     const char *eval_data;
     int eval_sessions;         // 0: 8, 16 and 32 (those the data has)
     int test_episodes;
+    int test_sessions;         // 0: the final table at 8, 16 and 32 (those the data has); H: at H only
     int show_bank;             // --eval: print the first episode's final bank
     int mistakes;              // --eval: per-session mistakes against the gold world
     int quiet;
@@ -173,7 +174,8 @@ static void usage(FILE *f, const char *prog) {
 "  --omega X            weight of local turns (default %g)\n"
 "  --reward MODE        session (per-session evidence attribution) | trajectory (session)\n"
 "  --beta-kl X --beta-ent X --eps-clip X --dual-clip X   (default %g %g %g %g)\n"
-"  --ppo-epochs N       (default %d)    --turns-per-update N (default %d)\n"
+"  --ppo-epochs N       (default %d; 0: measure each step's rewards, advantages and credit\n"
+"                       quality without updating)    --turns-per-update N (default %d)\n"
 "  --lambda X --rho X   compression penalty (default %g %g)\n"
 "  --zero-adv MODE      dilute (turns with advantage 0 count in the loss's mean, the paper's)\n"
 "                       | skip (they stay out of the update) (default %s)\n"
@@ -181,6 +183,8 @@ static void usage(FILE *f, const char *prog) {
 "  --select WHICH       last | best: the policy a stage ends on, seeding the next stage and\n"
 "                       reported (default last: best-of-validation on few episodes picks noise)\n"
 "  --val-episodes N     (default %d)    --test-episodes N (default %d)\n"
+"  --test-sessions H    the final table at horizon H only (default: 8, 16 and 32, those the\n"
+"                       test data has; a short experiment at one horizon costs less)\n"
 "  -q, --quiet          no progress lines\n"
 "  -h, --help\n",
             prog, prog, d.test_path, d.train_path, d.val_path, d.test_path,
@@ -257,7 +261,7 @@ enum {
     OPT_CHANNELS, OPT_MAXSEQ, OPT_MAXBATCH, OPT_SFT_STEPS, OPT_SFT_LR, OPT_SFT_BATCH,
     OPT_NOISE, OPT_ALGO, OPT_DIRECT, OPT_STAGE_STEPS, OPT_LR, OPT_G, OPT_K, OPT_PLOCAL,
     OPT_OMEGA, OPT_REWARD, OPT_BKL, OPT_BENT, OPT_EPS, OPT_DUAL, OPT_EPOCHS, OPT_TPU,
-    OPT_LAMBDA, OPT_RHO, OPT_ZERO_ADV, OPT_SELECT, OPT_EVAL_EVERY, OPT_VAL_EPISODES, OPT_TEST_EPISODES, OPT_INIT, OPT_SHOW_BANK,
+    OPT_LAMBDA, OPT_RHO, OPT_ZERO_ADV, OPT_SELECT, OPT_EVAL_EVERY, OPT_VAL_EPISODES, OPT_TEST_EPISODES, OPT_TEST_SESSIONS, OPT_INIT, OPT_SHOW_BANK,
     OPT_RESUME, OPT_OVERWRITE, OPT_SAVE_EVERY, OPT_MISTAKES, OPT_FLAWS,
     OPT_WORLD,
 };
@@ -303,6 +307,7 @@ static int parse_options(int argc, char **argv, Options *o) {
         {"eval-every", required_argument, 0, OPT_EVAL_EVERY},
         {"val-episodes", required_argument, 0, OPT_VAL_EPISODES},
         {"test-episodes", required_argument, 0, OPT_TEST_EPISODES},
+        {"test-sessions", required_argument, 0, OPT_TEST_SESSIONS},
         {"init", required_argument, 0, OPT_INIT},
         {"world", required_argument, 0, OPT_WORLD},
         {"show-bank", no_argument, 0, OPT_SHOW_BANK},
@@ -367,7 +372,7 @@ static int parse_options(int argc, char **argv, Options *o) {
         case OPT_BENT: rc = parse_float("--beta-ent", optarg, 0, 100, &o->grpo.beta_ent); break;
         case OPT_EPS: rc = parse_float("--eps-clip", optarg, 0, 1, &o->grpo.eps_clip); break;
         case OPT_DUAL: rc = parse_float("--dual-clip", optarg, 1, 100, &o->grpo.dual_clip); break;
-        case OPT_EPOCHS: rc = parse_int("--ppo-epochs", optarg, 1, 100, &o->grpo.ppo_epochs); break;
+        case OPT_EPOCHS: rc = parse_int("--ppo-epochs", optarg, 0, 100, &o->grpo.ppo_epochs); break;
         case OPT_TPU: rc = parse_int("--turns-per-update", optarg, 1, 1 << 20, &o->turns_per_update); break;
         case OPT_LAMBDA: rc = parse_float("--lambda", optarg, 0, 100, &o->grpo.lambda); break;
         case OPT_RHO: rc = parse_float("--rho", optarg, 0, 100, &o->grpo.rho); break;
@@ -390,6 +395,7 @@ static int parse_options(int argc, char **argv, Options *o) {
         case OPT_EVAL_EVERY: rc = parse_int("--eval-every", optarg, 1, 1000000, &o->eval_every); break;
         case OPT_VAL_EPISODES: rc = parse_int("--val-episodes", optarg, 1, 100000, &o->val_episodes); break;
         case OPT_TEST_EPISODES: rc = parse_int("--test-episodes", optarg, 1, 100000, &o->test_episodes); break;
+        case OPT_TEST_SESSIONS: rc = parse_int("--test-sessions", optarg, 1, 100000, &o->test_sessions); break;
         case OPT_INIT: o->init_path = optarg; break;
         case OPT_WORLD: o->world = optarg; break;
         case OPT_SHOW_BANK: o->show_bank = 1; break;
@@ -1064,7 +1070,8 @@ static void log_rl_step(Trainer *tr, int stage, int H, const StepMetrics *sm, do
              "\"clip_frac\":%.4f,\"grad_norm\":%.4f,\"mem_words\":%.1f,"
              "\"ops_insert\":%d,\"ops_update\":%d,\"ops_delete\":%d,\"ops_noop\":%d,"
              "\"ops_invalid\":%d,\"tok_s_rollout\":%.0f,\"tok_s_rerollout\":%.0f,"
-             "\"tok_s_train\":%.0f,\"step_s\":%.2f%s%.4f",
+             "\"tok_s_train\":%.0f,\"rollout_tokens\":%ld,\"rerollout_tokens\":%ld,"
+             "\"step_s\":%.2f%s%.4f",
              stage, H, g->reward_mean, g->reward_std, zg, zg,
              json_num(zl, sizeof zl,
                       g->groups_local ? (double)g->zero_std_local / g->groups_local : NAN, "%.4f"),
@@ -1079,7 +1086,9 @@ static void log_rl_step(Trainer *tr, int stage, int H, const StepMetrics *sm, do
              g->ops.invalid,
              (g->roll.prompt_tokens + g->roll.new_tokens) / (g->roll.seconds + 1e-9),
              (g->reroll.prompt_tokens + g->reroll.new_tokens) / (g->reroll.seconds + 1e-9),
-             sm->train_tokens / (sm->train_s + 1e-9), dt,
+             sm->train_tokens / (sm->train_s + 1e-9),
+             (long)(g->roll.prompt_tokens + g->roll.new_tokens),
+             (long)(g->reroll.prompt_tokens + g->reroll.new_tokens), dt,
              val_f1 >= 0 ? ",\"val_f1\":" : ",\"val_f1_pending\":", val_f1 >= 0 ? val_f1 : 0);
     log_line(tr, f);
 }
@@ -1195,7 +1204,8 @@ static int run_final_table(Trainer *tr, const float *sft_params) {
     Actor sft = model_actor(tr, tr->ref, 0.0f, NULL);
     Actor trained = model_actor(tr, tr->model, 0.0f, NULL);
     FinalPolicies p = {.sft = sft_params ? &sft : NULL, .trained = &trained,
-                       .seed = tr->opt.seed, .show_bank = show_bank_file(tr)};
+                       .seed = tr->opt.seed, .show_bank = show_bank_file(tr),
+                       .horizon = tr->opt.test_sessions};
     return final_table(&tr->world, &p, &tr->test, tr->opt.test_episodes, tr->opt.test_path,
                        tr->writer ? tr->opt.out_dir : NULL);  // rank 0 alone writes
 }

@@ -1,60 +1,73 @@
 #!/usr/bin/env bash
-# dev/experiment.sh: the LoGo-vs-GRPO experiment of issue 4.
+# dev/experiment.sh: arms of the RL experiment (issues 4 and 8), all from ONE shared warm start,
+# run back to back (nice -n 10), then dev/experiment.py summarises them (paired over the test
+# episodes) into OUT/experiment.md and draws OUT/f1_horizon.png and OUT/curves.png.
 #
-# Arms (same data, same warm start, same number of RL steps each):
-#   logo   LoGo-GRPO with the curriculum 8 -> 16 -> 32
-#   grpo   plain GRPO (local branch off) with the curriculum
-#   direct LoGo-GRPO trained directly at 32 sessions (all steps at the last horizon)
-# under both reward modes (per-session evidence attribution, plain trajectory reward) and
-# SEEDS seeds each. Every run evaluates its final policy on the test episodes at 8, 16 and 32
-# sessions; dev/experiment.py turns the runs into docs/experiment.md (mean ± std over seeds).
+# ARMS holds one arm per line: "NAME FLAGS...". NAME may not contain '/' or spaces; every run is
+# OUT/NAME-sSEED. The default arms are the issue-4 design: LoGo vs plain GRPO (G 10, so both
+# arms roll out about the same tokens: LoGo's K 4 reruns of half the sessions add ~25% to G 8)
+# vs direct-32, under both reward modes.
 #
-#   dev/experiment.sh                      # defaults below; STEPS, SEEDS, OUT override
-#   STEPS=4,2,1 SEEDS="1 2 3" dev/experiment.sh
-#   TRAIN=/path/to/train_cpu dev/experiment.sh   # a fixed binary (no rebuild)
+#   dev/experiment.sh                                   # defaults below
+#   SEEDS="1 2" STEPS=16,8,4 dev/experiment.sh
+#   INIT=out/x/sft3000/sft.bin D=out/x/d OUT=out/tune ARMS="base
+#   lr6e-5 --lr 6e-5" dev/experiment.sh                # any arms, a given warm start and data
+#   TRAIN=/path/to/train_cpu dev/experiment.sh          # a fixed binary (no rebuild)
+#
+# D (a folder with train.json, val.json, test.json) chooses the data; default: the run's
+# default data in data/. A run killed earlier (its directory has run.args but no eval.jsonl) is
+# resumed, one that finished is kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-STEPS=${STEPS:-6,3,2}
+STEPS=${STEPS:-16,8,4}
 SEEDS=${SEEDS:-1 2 3}
 OUT=${OUT:-out/experiment}
 EXTRA=${EXTRA:-}
+DEFAULT_ARMS="session-logo --algo logo --reward session
+session-grpo --algo grpo --G 10 --reward session
+session-direct --algo logo --direct --reward session
+trajectory-logo --algo logo --reward trajectory
+trajectory-grpo --algo grpo --G 10 --reward trajectory
+trajectory-direct --algo logo --direct --reward trajectory"
+ARMS=${ARMS:-$DEFAULT_ARMS}
 mkdir -p "$OUT"
 if [ -z "${TRAIN:-}" ]; then
     make -s train_cpu gen_episodes
     TRAIN=./train_cpu
 fi
+data=()
+if [ -n "${D:-}" ]; then
+    data=(--train "$D/train.json" --val "$D/val.json" --test "$D/test.json")
+fi
 start=$(date +%s)
 
 # One warm start shared by every arm, so the arms differ only in the RL algorithm.
-# A run killed earlier (its directory has run.args) is resumed, not started over.
-if [ -f "$OUT/sft/run.args" ] && [ ! -f "$OUT/sft/eval.md" ]; then
-    "$TRAIN" --resume "$OUT/sft" -q | tail -n 12
-elif [ ! -f "$OUT/sft/sft.bin" ]; then
-    "$TRAIN" --algo sft -o "$OUT/sft" --seed 1 -q $EXTRA | tail -n 12
+if [ -z "${INIT:-}" ]; then
+    if [ -f "$OUT/sft/run.args" ] && [ ! -f "$OUT/sft/eval.md" ]; then
+        nice -n 10 "$TRAIN" --resume "$OUT/sft" -q | tail -n 12
+    elif [ ! -f "$OUT/sft/sft.bin" ]; then
+        nice -n 10 "$TRAIN" --algo sft -o "$OUT/sft" --seed 1 -q "${data[@]}" $EXTRA | tail -n 12
+    fi
+    INIT="$OUT/sft/sft.bin"
 fi
 
-for reward in session trajectory; do
-    for arm in logo grpo direct; do
-        for seed in $SEEDS; do
-            dir="$OUT/$reward-$arm-s$seed"
-            [ -f "$dir/eval.jsonl" ] && continue
-            case $arm in
-                logo) flags="--algo logo" ;;
-                grpo) flags="--algo grpo" ;;
-                direct) flags="--algo logo --direct" ;;
-            esac
-            t0=$(date +%s)
-            if [ -f "$dir/run.args" ]; then
-                run=("$TRAIN" --resume "$dir" -q)
-            else
-                run=("$TRAIN" --init "$OUT/sft/sft.bin" $flags --reward "$reward" --seed "$seed"
-                     --stage-steps "$STEPS" -o "$dir" -q $EXTRA)
-            fi
-            "${run[@]}" > "$dir.log" 2>&1 || { echo "run $dir failed: see $dir.log"; exit 1; }
-            echo "$dir: $(( $(date +%s) - t0 ))s"
-        done
+while read -r name flags; do
+    [ -z "$name" ] && continue
+    for seed in $SEEDS; do
+        dir="$OUT/$name-s$seed"
+        [ -f "$dir/eval.jsonl" ] && continue
+        t0=$(date +%s)
+        if [ -f "$dir/run.args" ]; then
+            run=("$TRAIN" --resume "$dir" -q)
+        else
+            # shellcheck disable=SC2206  # FLAGS and EXTRA are word lists on purpose
+            run=("$TRAIN" --init "$INIT" "${data[@]}" --seed "$seed" --stage-steps "$STEPS"
+                 -o "$dir" -q $flags $EXTRA)
+        fi
+        nice -n 10 "${run[@]}" > "$dir.log" 2>&1 || { echo "run $dir failed: see $dir.log"; exit 1; }
+        echo "$dir: $(( $(date +%s) - t0 ))s"
     done
-done
+done <<< "$ARMS"
 echo "experiment wall time: $(( $(date +%s) - start ))s"
-python3 dev/experiment.py "$OUT" > docs/experiment.md
-cat docs/experiment.md
+/usr/bin/python3 dev/experiment.py "$OUT" > "$OUT/experiment.md"
+cat "$OUT/experiment.md"

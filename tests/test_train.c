@@ -283,13 +283,23 @@ static void test_end_to_end(const char *train_bin, const char *data) {
     snprintf(path, sizeof path, "%s/out0/eval.jsonl", tmpdir);
     f = fopen(path, "r");
     int paired = 0;
+    int ep_rows = 0;
     while (f && fgets(line, sizeof line, f)) {
+        // the policies' rows carry each episode's F1 (for paired comparisons across runs)
+        const char *ep = strstr(line, "\"ep_f1\":[");
+        if (ep) {
+            double a = -1, b = -1;
+            ep_rows += sscanf(ep, "\"ep_f1\":[%lf,%lf]", &a, &b) == 2 && a >= 0 && a <= 1 &&
+                       b >= 0 && b <= 1 && strstr(line, "\"cat_f1\":[") != NULL;
+        }
         if (!strstr(line, "\"policy\":\"trained-vs-")) continue;
         double m = json_number(line, "diff_f1"), lo = json_number(line, "ci95_lo"),
                hi = json_number(line, "ci95_hi");
         paired += json_number(line, "episodes") == 2 && lo <= m && m <= hi;
     }
     if (f) fclose(f);
+    CHECK(ep_rows == 3, "eval.jsonl: insert-only, sft and trained rows carry 2 per-episode F1s "
+                        "in [0, 1] and the per-category F1 (%d rows)", ep_rows);
     CHECK(paired == 2, "eval.jsonl: 2 comparisons at the one horizon (4 sessions), lo <= diff <= hi "
                        "(%d)", paired);
     // The checkpoint evaluates through --eval and prints the contract's summary line.
