@@ -27,6 +27,7 @@ NVCC_GENCODE := $(foreach a,$(GPU_ARCHS),-gencode arch=compute_$(a),code=sm_$(a)
 MPI     ?=
 MPICC   ?= mpicc
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+DIST_MODE := build/dist-mode
 CORE_SRC   := model.c llama.c memory.c data/locomo.c vocab.c world.c world_synth.c world_synth_teacher.c
 CORE_SRC   += eval.c grpo.c rollout.c credit.c stats.c mistakes.c
 CORE_SRC   += files.c runstate.c dist.c
@@ -141,8 +142,7 @@ test: $(addprefix $(REL)/tests/,$(TESTS)) gen_episodes train_cpu $(EMU)/test_ker
 
 # ---- scale-out (issue 12): MPI ranks, NCCL on GPUs -----------------------------------------
 # build/dist-mode records whether the trainers were last linked with MPI, so switching MPI=1 on
-# or off relinks them (the file changes only when the mode does).
-DIST_MODE := build/dist-mode
+# or off relinks them (the file changes only when the mode does; DIST_MODE is set above).
 .PHONY: FORCE test_mpi
 FORCE:
 $(DIST_MODE): FORCE
