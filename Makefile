@@ -27,7 +27,7 @@ CORE_SRC   += eval.c grpo.c rollout.c credit.c stats.c mistakes.c
 CORE_SRC   += files.c runstate.c
 CORE_SRC   += bpe.c bpe_load.c
 CORE_SRC   += llama_cpu.c llama_sample.c
-CORE_SRC   += dialogue_prompt.c dialogue_parse.c dialogue_answer.c dialogue_bank.c
+CORE_SRC   += dialogue_prompt.c dialogue_parse.c dialogue_answer.c dialogue_bank.c world_dialogue.c
 TRAIN_SRC  := train.c
 GEN_SRC    := data/gen_episodes.c
 TESTS      := test_model test_memory test_env test_gen test_grpo test_grpo_step test_train test_mistakes
@@ -35,7 +35,7 @@ TESTS      += test_bpe
 TESTS      += test_fuzz_seeds test_sampling
 TESTS      += test_llama
 TESTS      += test_files test_resume test_cli
-TESTS      += test_dialogue
+TESTS      += test_dialogue test_world_dialogue
 
 .PHONY: all help deps test test_asan test_kernels bench clean tokenizer_check
 .PHONY: all help deps test test_asan test_kernels test_kernels_llama bench clean

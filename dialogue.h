@@ -49,7 +49,7 @@
 #include <stdint.h>
 
 #include "bpe.h"
-#include "env.h"
+#include "world.h"  // Episode, Fact, Shown, QAScore
 #include "memory.h"
 #include "model.h"
 

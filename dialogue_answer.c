@@ -14,6 +14,7 @@
 
 #include "dialogue.h"
 #include "dialogue_internal.h"
+#include "eval.h"  // score_answer
 
 static const char ANSWER_SYSTEM[] =
     "You answer questions about a long conversation between two people, using the memories a "
