@@ -33,7 +33,7 @@ CORE_SRC   += eval.c grpo.c rollout.c credit.c stats.c mistakes.c
 CORE_SRC   += files.c runstate.c dist.c
 CORE_SRC   += bpe.c bpe_load.c
 CORE_SRC   += llama_cpu.c llama_sample.c
-CORE_SRC   += dialogue_prompt.c dialogue_parse.c dialogue_answer.c dialogue_bank.c
+CORE_SRC   += dialogue_prompt.c dialogue_parse.c dialogue_answer.c dialogue_bank.c world_dialogue.c
 TRAIN_SRC  := train.c
 # the trainers' objects: CORE_SRC with dist.c built for MPI when MPI=1 (dist_mpi.c is no file:
 # the pattern rules below compile dist.c under that name)
@@ -44,7 +44,7 @@ TESTS      += test_bpe
 TESTS      += test_fuzz_seeds test_sampling
 TESTS      += test_llama
 TESTS      += test_files test_resume test_cli
-TESTS      += test_dialogue
+TESTS      += test_dialogue test_world_dialogue
 TESTS      += test_dist
 
 .PHONY: all help deps test test_asan test_kernels bench clean tokenizer_check

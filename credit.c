@@ -64,11 +64,12 @@ int credit_manage_mistakes(const World *env, const Episode *ep, const MemoryBank
                                   ORACLE_MAX);
     if (on < 0) return -1;  // no teacher
     MemoryOp want[MAX_ITEMS], got[MAX_ITEMS];
+    int want_facts[MAX_ITEMS * FACT_MAX_TOKENS], got_facts[MAX_ITEMS * FACT_MAX_TOKENS];  // 16 KB each
     int bad = 0, ignored = 0, invalid = 0, oracle_invalid = 0;
     int nw = world_parse_manage(env, oracle, on, facts, n_facts, shown, want, MAX_ITEMS,
-                                &oracle_invalid, &ignored);
-    int ng = world_parse_manage(env, gen, len, facts, n_facts, shown, got, MAX_ITEMS, &invalid,
-                                &bad);
+                                want_facts, &oracle_invalid, &ignored);
+    int ng = world_parse_manage(env, gen, len, facts, n_facts, shown, got, MAX_ITEMS, got_facts,
+                                &invalid, &bad);
     unsigned char used[MAX_ITEMS] = {0};
     int matched = 0;
     for (int i = 0; i < nw; i++)

@@ -123,7 +123,7 @@ int eval_add_episode(const World *env, const Episode *ep, int sessions, const Me
     }
     for (int i = 0; i < ep->n_qa; i++)
         if (question_active(&ep->qa[i], sessions)) qidx[nq++] = i;
-    if (world_answer(env, bank, ep, qidx, nq, scores) != 0) {
+    if (world_answer(env, bank, ep, sessions, qidx, nq, scores) != 0) {
         free(qidx), free(scores);
         return -1;
     }
@@ -204,8 +204,9 @@ static int run_oracle_session(const World *env, const Episode *ep, int s, Memory
     int *prompt = malloc(PMAX * sizeof(int)), *gen = malloc(GMAX * sizeof(int));
     Fact *facts = malloc(sizeof(Fact) * MAX_CHUNK_FACTS);
     MemoryOp *ops = malloc(sizeof(MemoryOp) * 128);
+    int *fact_store = malloc(sizeof(int) * 128 * FACT_MAX_TOKENS);
     int rc = -1;
-    if (!prompt || !gen || !facts || !ops) goto done;
+    if (!prompt || !gen || !facts || !ops || !fact_store) goto done;
     for (int c = 0; c < world_num_chunks(env, ep, s); c++) {
         int bad = 0, invalid = 0;
         Shown shown;
@@ -214,10 +215,11 @@ static int run_oracle_session(const World *env, const Episode *ep, int s, Memory
         if (gl < 0) goto no_teacher;
         int nf = world_parse_extract(env, ep, s, c, gen, gl, facts, MAX_CHUNK_FACTS, &bad);
         *malformed += bad;
-        world_manage_prompt(env, bank, facts, nf, &shown, prompt, PMAX);
+        world_manage_prompt(env, ep, bank, facts, nf, &shown, prompt, PMAX);
         gl = world_teacher_manage(env, ep, bank, facts, nf, &shown, flaws, 0.0f, NULL, gen, GMAX);
         if (gl < 0) goto no_teacher;
-        int no = world_parse_manage(env, gen, gl, facts, nf, &shown, ops, 128, &invalid, &bad);
+        int no = world_parse_manage(env, gen, gl, facts, nf, &shown, ops, 128, fact_store,
+                                    &invalid, &bad);
         *malformed += bad;
         st->invalid += invalid;
         for (int o = 0; o < no; o++)
@@ -231,7 +233,7 @@ no_teacher:
     fprintf(stderr, "eval: the %s world has no teacher (no oracle or teacher baseline)\n",
             env->name);
 done:
-    free(prompt), free(gen), free(facts), free(ops);
+    free(prompt), free(gen), free(facts), free(ops), free(fact_store);
     return rc;
 }
 

@@ -279,7 +279,7 @@ int grpo_active_questions(const Episode *ep, int h, int *qidx) {
 double grpo_bank_reward(const GrpoConfig *c, const World *env, const Episode *ep,
                         const MemoryBank *bank, int h, const int *qidx, int nq, float *f1_out) {
     QAScore *sc = malloc(sizeof(QAScore) * (size_t)(nq > 0 ? nq : 1));
-    if (!sc || world_answer(env, bank, ep, qidx, nq, sc) != 0) {  // the world said why
+    if (!sc || world_answer(env, bank, ep, h, qidx, nq, sc) != 0) {  // the world said why
         free(sc);
         return NAN;
     }

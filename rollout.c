@@ -264,8 +264,9 @@ static int run_lanes(const World *env, Lane *lanes, int n_lanes, const int *gid,
     ChunkState *cs = calloc((size_t)n_lanes, sizeof *cs);
     RoleBatch rb = {0};
     MemoryOp *ops = malloc(sizeof(MemoryOp) * MAX_OPS_PER_OUTPUT);
+    int *fact_store = malloc(sizeof(int) * MAX_OPS_PER_OUTPUT * FACT_MAX_TOKENS);
     int rc = -1;
-    if (!ops) goto done;
+    if (!ops || !fact_store) goto done;
     if (!steps || !n_steps || !cs || role_batch_init(&rb, n_lanes, maxT, max_new) != 0) goto done;
     int most = 0;
     for (int i = 0; i < n_lanes; i++) {
@@ -289,7 +290,7 @@ static int run_lanes(const World *env, Lane *lanes, int n_lanes, const int *gid,
                     rb.prompt_len[i] = world_extract_prompt(env, l->ep, st.session, st.chunk, p,
                                                             prompt_max);
                 else
-                    rb.prompt_len[i] = world_manage_prompt(env, &l->bank, cs[i].facts,
+                    rb.prompt_len[i] = world_manage_prompt(env, l->ep, &l->bank, cs[i].facts,
                                                            cs[i].n_facts, &cs[i].shown, p,
                                                            prompt_max);
                 rb.seeds[i] = row_seed(base, gid ? gid[i] : i, k, role);
@@ -346,7 +347,7 @@ static int run_lanes(const World *env, Lane *lanes, int n_lanes, const int *gid,
                     int n_invalid = 0;
                     int n_ops = world_parse_manage(env, g, glen, cs[i].facts, cs[i].n_facts,
                                                    &cs[i].shown, ops, MAX_OPS_PER_OUTPUT,
-                                                   &n_invalid, &malformed);
+                                                   fact_store, &n_invalid, &malformed);
                     l->stats.invalid += n_invalid;
                     for (int o = 0; o < n_ops; o++) {
                         if (memory_apply(&l->bank, &ops[o], st.session, &l->stats) == 0 &&
@@ -382,6 +383,7 @@ static int run_lanes(const World *env, Lane *lanes, int n_lanes, const int *gid,
     rc = 0;
 done:
     free(ops);
+    free(fact_store);
     if (steps)
         for (int i = 0; i < n_lanes; i++) free(steps[i]);
     free(steps);

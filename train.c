@@ -87,6 +87,7 @@ typedef struct {
     const char *eval_policy;   // non-NULL: evaluate only
     const char *eval_data;
     int eval_sessions;         // 0: 8, 16 and 32 (those the data has)
+    int eval_episodes;         // 0: all episodes of the file
     int test_episodes;
     int test_sessions;         // 0: the final table at 8, 16 and 32 (those the data has); H: at H only
     int show_bank;             // --eval: print the first episode's final bank
@@ -141,6 +142,7 @@ static void usage(FILE *f, const char *prog) {
 "                       flawed teacher) | CHECKPOINT.bin (greedy)\n"
 "  -d, --data FILE      LoCoMo-format episodes to evaluate (default %s)\n"
 "  --sessions H         horizon; default: 8, 16 and 32 (those the data has)\n"
+"  --episodes N         only the first N episodes of the file\n"
 "  --show-bank          also print the first episode's bank after the last horizon\n"
 "  --mistakes           per-session mistakes against the gold world instead (oracle, teacher\n"
 "                       or a checkpoint): missed facts, wrong speaker, duplicate instead of\n"
@@ -263,7 +265,7 @@ enum {
     OPT_OMEGA, OPT_REWARD, OPT_BKL, OPT_BENT, OPT_EPS, OPT_DUAL, OPT_EPOCHS, OPT_TPU,
     OPT_LAMBDA, OPT_RHO, OPT_ZERO_ADV, OPT_SELECT, OPT_EVAL_EVERY, OPT_VAL_EPISODES, OPT_TEST_EPISODES, OPT_TEST_SESSIONS, OPT_INIT, OPT_SHOW_BANK,
     OPT_RESUME, OPT_OVERWRITE, OPT_SAVE_EVERY, OPT_MISTAKES, OPT_FLAWS,
-    OPT_WORLD,
+    OPT_WORLD, OPT_EPISODES,
 };
 
 static int parse_options(int argc, char **argv, Options *o) {
@@ -310,6 +312,7 @@ static int parse_options(int argc, char **argv, Options *o) {
         {"test-sessions", required_argument, 0, OPT_TEST_SESSIONS},
         {"init", required_argument, 0, OPT_INIT},
         {"world", required_argument, 0, OPT_WORLD},
+        {"episodes", required_argument, 0, OPT_EPISODES},
         {"show-bank", no_argument, 0, OPT_SHOW_BANK},
         {"resume", required_argument, 0, OPT_RESUME},
         {"overwrite", no_argument, 0, OPT_OVERWRITE},
@@ -398,6 +401,7 @@ static int parse_options(int argc, char **argv, Options *o) {
         case OPT_TEST_SESSIONS: rc = parse_int("--test-sessions", optarg, 1, 100000, &o->test_sessions); break;
         case OPT_INIT: o->init_path = optarg; break;
         case OPT_WORLD: o->world = optarg; break;
+        case OPT_EPISODES: rc = parse_int("--episodes", optarg, 1, 1000000, &o->eval_episodes); break;
         case OPT_SHOW_BANK: o->show_bank = 1; break;
         case OPT_RESUME: o->resume_dir = optarg; break;
         case OPT_OVERWRITE: o->overwrite = 1; break;
@@ -1226,14 +1230,23 @@ static void sibling_vocab_path(const char *ckpt_path, char *vpath, size_t n) {
 // The world of --world (world.h: world_open), the one place a run makes it. Its vocabulary is
 // vocab_path's when given (err_context prefixes the message if that cannot be read), else built
 // from vocab_data; save_vocab (optional) keeps a copy for the run's directory.
+// The real-dialogue world takes its tokenizer from beside `checkpoint` (the policy) and its
+// frozen answerer from --init (the base model) or else that checkpoint.
 static int open_world(Trainer *tr, const Dataset *vocab_data, const char *vocab_path,
-                      const char *err_context, const char *save_vocab, int with_penalty) {
+                      const char *err_context, const char *save_vocab, int with_penalty,
+                      const char *checkpoint) {
     const Options *o = &tr->opt;
+    char tok_copy[4096];
+    snprintf(tok_copy, sizeof tok_copy, "%s/tokenizer.tok", o->out_dir);
     WorldArgs a = {.name = o->world, .vocab_data = vocab_data, .vocab_max = o->vocab_max,
                    .vocab_path = vocab_path, .context = err_context,
                    .save_vocab = tr->writer ? save_vocab : NULL,
                    .rho = with_penalty ? o->grpo.rho : -1.0f,
-                   .lambda = with_penalty ? o->grpo.lambda : -1.0f, .seed = o->seed};
+                   .lambda = with_penalty ? o->grpo.lambda : -1.0f, .seed = o->seed,
+                   .checkpoint = checkpoint, .answerer_path = o->init_path,
+                   .answerer_batch = o->max_batch, .backend_for = backend_for,
+                   .save_tokenizer = save_vocab ? tok_copy : NULL,
+                   .progress = o->quiet ? NULL : stderr};
     return world_open(&tr->world, &a);
 }
 
@@ -1298,6 +1311,7 @@ static int run_eval(const Options *o, Dist *dist) {
     if (ds.questions_skipped || ds.evidence_skipped)
         printf("skipped %d questions that cannot be scored and %d malformed evidence ids in %s\n",
                ds.questions_skipped, ds.evidence_skipped, path);
+    if (o->eval_episodes > 0 && ds.n > o->eval_episodes) ds.n = o->eval_episodes;
     int hs[3], nh = eval_horizons(&ds, o->eval_sessions, hs);
     EvalResult res[3];
     int rc = 1;
@@ -1306,7 +1320,7 @@ static int run_eval(const Options *o, Dist *dist) {
     tr.be = backend_for(&tr.mcfg);
     if (baseline_policy_parse(o->eval_policy, &bp) == 0) {
         // Baselines need no model; the vocabulary only serves the prompts of the oracle.
-        if (open_world(&tr, &ds, NULL, NULL, NULL, 0) != 0) goto done;
+        if (open_world(&tr, &ds, NULL, NULL, NULL, 0, o->init_path) != 0) goto done;
         if (o->mistakes) {
             if (bp != POLICY_ORACLE && bp != POLICY_TEACHER) {
                 fprintf(stderr, "error: --mistakes wants oracle, teacher or a checkpoint\n");
@@ -1338,7 +1352,7 @@ static int run_eval(const Options *o, Dist *dist) {
     tr.be = backend_for(&tr.mcfg);
     sibling_vocab_path(o->eval_policy, vpath, sizeof vpath);
     snprintf(ctx, sizeof ctx, "the vocabulary of %s: ", o->eval_policy);
-    if (open_world(&tr, NULL, vpath, ctx, NULL, 0) != 0 ||
+    if (open_world(&tr, &ds, vpath, ctx, NULL, 0, o->eval_policy) != 0 ||
         check_checkpoint_vocab(o->eval_policy, &tr.mcfg, &tr.world) != 0) {
         free(params);
         goto done;
@@ -1569,7 +1583,7 @@ static int run_training(const Options *o, int argc, char **argv, Dist *dist) {
                 tr.val.n, tr.test.n);
         goto done;
     }
-    char path[4096], state[4096];
+    char path[4096], state[4096], tokpath[4096];
     path_join(path, sizeof path, o->out_dir, "vocab.txt");
     path_join(state, sizeof state, o->out_dir, "state.bin");
     int have_state = o->resume_dir && file_exists(state);
@@ -1580,8 +1594,10 @@ static int run_training(const Options *o, int argc, char **argv, Dist *dist) {
         sibling_vocab_path(o->init_path, ivocab, sizeof ivocab);
         snprintf(ictx, sizeof ictx, "the vocabulary of %s: ", o->init_path);
     }
+    path_join(tokpath, sizeof tokpath, o->out_dir, "tokenizer.tok");
     if (open_world(&tr, &tr.train, have_state ? path : o->init_path ? ivocab : NULL,
-                   have_state ? "--resume: " : ictx, have_state ? NULL : path, 1) != 0)
+                   have_state ? "--resume: " : ictx, have_state ? NULL : path, 1,
+                   have_state && file_exists(tokpath) ? tokpath : o->init_path) != 0)
         goto done;
     tr.mcfg.V = tr.world.vocab_size;
     tr.mcfg.tokenizer_hash = tr.world.tokenizer_hash;  // saved in every checkpoint of this run

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "world_dialogue.h"
 #include "world_synth.h"
 
 // The synthetic world: the vocabulary is loaded (a resumed run, a checkpoint's vocab.txt) or
@@ -35,11 +36,7 @@ int world_open(World *w, const WorldArgs *a) {
     memset(w, 0, sizeof *w);
     const char *name = a->name ? a->name : "synth";
     if (!strcmp(name, "synth")) return open_synth(w, a);
-    if (!strcmp(name, "dialogue")) {
-        // hook: the real-dialogue world (world_dialogue.c) plugs in here
-        fprintf(stderr, "error: --world dialogue is not built into this program yet\n");
-        return -1;
-    }
+    if (!strcmp(name, "dialogue")) return world_dialogue_open(w, a);
     fprintf(stderr, "error: --world %s: unknown world (synth, dialogue)\n", name);
     return -1;
 }

@@ -16,6 +16,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "data/locomo.h"
 #include "memory.h"
@@ -82,22 +83,24 @@ struct World {
     int (*parse_extract)(const void *s, const Episode *ep, int session, int chunk,
                          const int *gen, int len, Fact *facts, int max, int *malformed);
     // Retrieves for the facts from the bank, fills *shown, writes the manager prompt.
-    int (*manage_prompt)(const void *s, const MemoryBank *bank, const Fact *facts, int n_facts,
-                         Shown *shown, int *out, int max);
-    // Ops of a manager output (bank slots resolved through *shown); bad ops in *n_invalid.
+    int (*manage_prompt)(const void *s, const Episode *ep, const MemoryBank *bank,
+                         const Fact *facts, int n_facts, Shown *shown, int *out, int max);
+    // Ops of a manager output (bank slots resolved through *shown); bad ops in *n_invalid. An
+    // op's fact points into gen or into fact_store (room for max * FACT_MAX_TOKENS ids), so
+    // the ops live as long as both.
     int (*parse_manage)(const void *s, const int *gen, int len, const Fact *facts, int n_facts,
-                        const Shown *shown, MemoryOp *ops, int max, int *n_invalid,
-                        int *malformed);
+                        const Shown *shown, MemoryOp *ops, int max, int *fact_store,
+                        int *n_invalid, int *malformed);
     // Teacher outputs (flaws NULL and noise 0: the oracle). NULL, or a return of -1: no teacher.
     int (*teacher_extract)(const void *s, const Episode *ep, int session, int chunk,
                            const TeacherFlaws *flaws, float noise, Rng *rng, int *out, int max);
     int (*teacher_manage)(const void *s, const Episode *ep, const MemoryBank *bank,
                           const Fact *facts, int n_facts, const Shown *shown,
                           const TeacherFlaws *flaws, float noise, Rng *rng, int *out, int max);
-    // Scores of questions qidx[0..nq) of ep answered from bank (scores[i] for qidx[i]).
-    // Returns 0, or -1 (message on stderr).
-    int (*answer)(const void *s, const MemoryBank *bank, const Episode *ep, const int *qidx,
-                  int nq, QAScore *scores);
+    // Scores of questions qidx[0..nq) of ep (all active after `session` sessions) answered
+    // from bank (scores[i] for qidx[i]). Returns 0, or -1 (message on stderr).
+    int (*answer)(const void *s, const MemoryBank *bank, const Episode *ep, int session,
+                  const int *qidx, int nq, QAScore *scores);
     // Words of the dialogue up to and including session s; the compression penalty
     // c(M) = max(0, (words(M) - rho * seen) / seen) (the reward subtracts lambda * c).
     long (*words_seen)(const void *s, const Episode *ep, int session);
@@ -133,15 +136,16 @@ static inline int world_parse_extract(const World *w, const Episode *ep, int ses
                                       int *malformed) {
     return w->parse_extract(w->state, ep, session, chunk, gen, len, facts, max, malformed);
 }
-static inline int world_manage_prompt(const World *w, const MemoryBank *bank, const Fact *facts,
-                                      int n_facts, Shown *shown, int *out, int max) {
-    return w->manage_prompt(w->state, bank, facts, n_facts, shown, out, max);
+static inline int world_manage_prompt(const World *w, const Episode *ep, const MemoryBank *bank,
+                                      const Fact *facts, int n_facts, Shown *shown, int *out,
+                                      int max) {
+    return w->manage_prompt(w->state, ep, bank, facts, n_facts, shown, out, max);
 }
 static inline int world_parse_manage(const World *w, const int *gen, int len, const Fact *facts,
                                      int n_facts, const Shown *shown, MemoryOp *ops, int max,
-                                     int *n_invalid, int *malformed) {
-    return w->parse_manage(w->state, gen, len, facts, n_facts, shown, ops, max, n_invalid,
-                           malformed);
+                                     int *fact_store, int *n_invalid, int *malformed) {
+    return w->parse_manage(w->state, gen, len, facts, n_facts, shown, ops, max, fact_store,
+                           n_invalid, malformed);
 }
 static inline int world_teacher_extract(const World *w, const Episode *ep, int session,
                                         int chunk, const TeacherFlaws *flaws, float noise,
@@ -158,8 +162,8 @@ static inline int world_teacher_manage(const World *w, const Episode *ep, const 
                              max);
 }
 static inline int world_answer(const World *w, const MemoryBank *bank, const Episode *ep,
-                               const int *qidx, int nq, QAScore *scores) {
-    return w->answer(w->state, bank, ep, qidx, nq, scores);
+                               int session, const int *qidx, int nq, QAScore *scores) {
+    return w->answer(w->state, bank, ep, session, qidx, nq, scores);
 }
 static inline long world_words_seen(const World *w, const Episode *ep, int session) {
     return w->words_seen(w->state, ep, session);
@@ -193,10 +197,15 @@ typedef struct {
     const char *vocab_path, *save_vocab;
     const char *context;       // prefix of the message when vocab_path cannot be read
     float rho, lambda;         // compression penalty (<0: the world's default)
-    // dialogue: the backbone's tokenizer and the frozen answerer's checkpoint
-    const char *tokenizer_path, *answerer_path;
-    const ModelBackend *answerer_be;
+    // dialogue: the policy's checkpoint (its tokenizer is found beside it unless tokenizer_path
+    // names it), the frozen answerer's checkpoint (NULL: the policy's), questions per answerer
+    // call, the backend for a config (the program's: CPU or GPU), where to keep a copy of the
+    // tokenizer for the run's checkpoints (NULL: nowhere), answering progress (NULL: quiet)
+    const char *checkpoint, *tokenizer_path, *answerer_path;
     int answerer_batch;
+    const ModelBackend *(*backend_for)(const ModelConfig *cfg);
+    const char *save_tokenizer;
+    FILE *progress;
     uint64_t seed;
 } WorldArgs;
 // Returns 0, or -1 with a message (the file and what was wrong) on stderr.

@@ -562,13 +562,15 @@ static int ws_parse_extract(const void *s, const Episode *ep, int session, int c
                             const int *gen, int len, Fact *facts, int max, int *malformed) {
     return env_parse_extract(s, ep, session, chunk, gen, len, facts, max, malformed);
 }
-static int ws_manage_prompt(const void *s, const MemoryBank *bank, const Fact *facts, int n_facts,
-                            Shown *shown, int *out, int max) {
+static int ws_manage_prompt(const void *s, const Episode *ep, const MemoryBank *bank,
+                            const Fact *facts, int n_facts, Shown *shown, int *out, int max) {
+    (void)ep;
     return env_manage_prompt(s, bank, facts, n_facts, shown, out, max);
 }
 static int ws_parse_manage(const void *s, const int *gen, int len, const Fact *facts, int n_facts,
-                           const Shown *shown, MemoryOp *ops, int max, int *n_invalid,
-                           int *malformed) {
+                           const Shown *shown, MemoryOp *ops, int max, int *fact_store,
+                           int *n_invalid, int *malformed) {
+    (void)fact_store;  // ops point into gen
     return env_parse_manage(s, gen, len, facts, n_facts, shown, ops, max, n_invalid, malformed);
 }
 static int ws_teacher_extract(const void *s, const Episode *ep, int session, int chunk,
@@ -583,8 +585,9 @@ static int ws_teacher_manage(const void *s, const Episode *ep, const MemoryBank 
     return env_teacher_manage_flawed(s, ep, bank, facts, n_facts, shown, flaws, noise, rng, out,
                                      max);
 }
-static int ws_answer(const void *s, const MemoryBank *bank, const Episode *ep, const int *qidx,
-                     int nq, QAScore *scores) {
+static int ws_answer(const void *s, const MemoryBank *bank, const Episode *ep, int session,
+                     const int *qidx, int nq, QAScore *scores) {
+    (void)session;
     char pred[512];
     for (int i = 0; i < nq; i++)
         scores[i] = env_answer(s, bank, ep, &ep->qa[qidx[i]], pred, sizeof pred);
