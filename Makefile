@@ -311,7 +311,7 @@ test_kernels_llama_asan: $(EMUS_LLAMA_TESTS)
 # gcc builds the same harnesses into test_fuzz_seeds, which replays the corpora in `make test`.
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
-FUZZERS      := episodes vocab checkpoint state runstate extract manage bpe
+FUZZERS      := episodes vocab checkpoint state runstate extract manage bpe dialogue_parse
 FZB          := build/fuzz
 FUZZ_SAN     := -g -O1 -fno-omit-frame-pointer -fno-sanitize-recover=all -Wno-pass-failed \
                 -fsanitize=address,undefined,float-cast-overflow

@@ -63,7 +63,7 @@ int main(void) {
         int (*fn)(const uint8_t *, size_t);
     } h[] = {{"episodes", fuzz_episodes}, {"vocab", fuzz_vocab},     {"checkpoint", fuzz_checkpoint},
              {"state", fuzz_state},       {"runstate", fuzz_runstate},       {"extract", fuzz_extract}, {"manage", fuzz_manage},
-             {"bpe", fuzz_bpe}};
+             {"bpe", fuzz_bpe},       {"dialogue_parse", fuzz_dialogue_parse}};
     for (size_t i = 0; i < sizeof h / sizeof h[0]; i++) {
         int n = replay(h[i].name, h[i].fn, NULL);
         CHECK(n >= 2, "corpus %s has %d files (want >= 2)", h[i].name, n);

@@ -122,5 +122,6 @@ int fuzz_extract(const uint8_t *data, size_t size);
 // checks that the committed corpus reaches UPDATE and DELETE).
 int fuzz_manage_ops(const uint8_t *data, size_t size, int kinds[4]);
 int fuzz_manage(const uint8_t *data, size_t size);
+int fuzz_dialogue_parse(const uint8_t *data, size_t size);
 
 #endif
