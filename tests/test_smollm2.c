@@ -143,12 +143,13 @@ int main(int argc, char **argv) {
     if (ref) CHECK(m != NULL, "create failed");
     if (m) {
         be->set_params(m, params);
-        // Log-probs. float32 through 30 layers vs float64: the measured worst error (4.2e-5 nats
-        // on 2026-12-02) is printed; the tolerance 2e-4 is 5x above it (a wrong weight, a RoPE
-        // or tokenizer slip gives errors of whole nats).
+        // Log-probs. float32 through 30 layers vs float64: the measured worst error is printed
+        // (4.2e-5 nats on 2026-12-02, 2.2e-4 on 2026-12-04 on Zen 3 / AVX2 with no change to the
+        // forward pass: sgemm blocking); the tolerance 5e-4 stays far below what a wrong weight,
+        // a RoPE or tokenizer slip gives (errors of whole nats).
         for (int i = 0; i < N_SCORED; i++) {
             double mean_ref, worst = compare_logp(be, m, &scored[i], ref, &mean_ref);
-            CHECK(worst <= 2e-4, "conversation %d: max |logp C - logp PyTorch| %.3g > 2e-4", i,
+            CHECK(worst <= 5e-4, "conversation %d: max |logp C - logp PyTorch| %.3g > 5e-4", i,
                   worst);
             printf("  logp conversation %d: %d tokens, mean -logp %.3f, max |C - PyTorch "
                    "float64| %.2e\n",
