@@ -400,7 +400,13 @@ static int parse_options(int argc, char **argv, Options *o) {
         case OPT_TEST_EPISODES: rc = parse_int("--test-episodes", optarg, 1, 100000, &o->test_episodes); break;
         case OPT_TEST_SESSIONS: rc = parse_int("--test-sessions", optarg, 1, 100000, &o->test_sessions); break;
         case OPT_INIT: o->init_path = optarg; break;
-        case OPT_WORLD: o->world = optarg; break;
+        case OPT_WORLD:
+            o->world = optarg;
+            if (strcmp(optarg, "synth") != 0 && strcmp(optarg, "dialogue") != 0) {
+                fprintf(stderr, "error: --world %s: unknown world (synth, dialogue)\n", optarg);
+                rc = -1;
+            }
+            break;
         case OPT_EPISODES: rc = parse_int("--episodes", optarg, 1, 1000000, &o->eval_episodes); break;
         case OPT_SHOW_BANK: o->show_bank = 1; break;
         case OPT_RESUME: o->resume_dir = optarg; break;
