@@ -365,13 +365,17 @@ static int max_sessions(const Dataset *ds) {
     return h;
 }
 
-// The horizons to report: 8, 16, 32 where the data has them (or the one asked for).
-int eval_horizons(const Dataset *ds, int asked, int *h) {
-    if (asked > 0) {
-        h[0] = min_int(asked, max_sessions(ds));
-        return 1;
-    }
+// The horizons to report: 8, 16, 32 where the data has them (or those asked for).
+int eval_horizons(const Dataset *ds, const int *asked, int n_asked, int *h) {
     int n = 0, hmax = max_sessions(ds);
+    if (n_asked > 0) {
+        // capped at the data; a cap that repeats the previous horizon is not reported twice
+        for (int i = 0; i < n_asked && i < EVAL_MAX_HORIZONS; i++) {
+            int x = min_int(asked[i], hmax);
+            if (n == 0 || x > h[n - 1]) h[n++] = x;
+        }
+        return n;
+    }
     for (int x = 8; x <= 32; x *= 2)
         if (x <= hmax) h[n++] = x;
     if (n == 0) h[n++] = hmax;
@@ -539,7 +543,7 @@ int final_table(const World *env, const FinalPolicies *p, const Dataset *all, in
         fprintf(stderr, "warning: %s has %d episodes, fewer than the %d asked for (delete it to "
                         "regenerate the default data)\n", test_path, test.n, test_episodes);
     ft.n = test.n;
-    ft.nh = eval_horizons(all, p->horizon, ft.hs);
+    ft.nh = eval_horizons(all, &p->horizon, p->horizon > 0 ? 1 : 0, ft.hs);
     int rc = final_eval(env, p, &test, &ft);
     if (rc == 0 && out_dir) {  // NULL: measured but not written (MPI ranks other than 0)
         // Both files are built in memory and written atomically (write_text_file): a full

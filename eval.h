@@ -62,9 +62,11 @@ int eval_baseline(const World *env, const Dataset *ds, BaselinePolicy p, int ses
 int eval_model(const World *env, const Actor *greedy, const Dataset *ds, int n_episodes,
                const int *horizons, int n_h, uint64_t seed, FILE *show_bank, EvalResult *res,
                double *ep_f1);
-// The horizons to report: 8, 16, 32 where the data has them (or the one asked for, if > 0).
-// Returns how many were written to h (at most 3).
-int eval_horizons(const Dataset *ds, int asked, int *h);
+// The horizons to report: 8, 16, 32 where the data has them, or the n_asked (1..3, rising)
+// asked for, each capped at the data's longest episode. Returns how many were written to h
+// (at most EVAL_MAX_HORIZONS).
+enum { EVAL_MAX_HORIZONS = 3 };
+int eval_horizons(const Dataset *ds, const int *asked, int n_asked, int *h);
 
 // The final table: none / insert-only / SFT / trained / oracle at 8, 16, 32 sessions and the
 // paired per-episode F1 differences of the trained policy with 95% t-intervals (README

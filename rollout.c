@@ -245,6 +245,22 @@ static uint64_t row_seed(uint64_t base, int gid, int k, int role) {
 
 // The lanes of one process: gid[i] is lane i's global index (NULL: i), which names its turns in
 // the record and its sampling streams; base is the model actor's seed of this call.
+// A progress line after chunk step `done` of `most` (Actor.progress), throttled: the ETA assumes
+// the remaining steps cost what the finished ones did on average (later prompts are longer, so
+// it is a lower bound).
+static void report_progress(FILE *f, int done, int most, int session, int n_lanes, double t0,
+                            double *last) {
+    double now = now_seconds();
+    if (!f || (done < most && now - *last < PROGRESS_EVERY_S)) return;
+    if (done == most && now - t0 < PROGRESS_EVERY_S) return;  // a quick rollout stays quiet
+    *last = now;
+    double el = now - t0, eta = el / done * (most - done);
+    fprintf(f,
+            "rollout: %d lane(s), chunk step %d of %d (session %d), %.0f s elapsed, ETA %.0f s\n",
+            n_lanes, done, most, session, el, eta);
+    fflush(f);
+}
+
 static int run_lanes(const World *env, Lane *lanes, int n_lanes, const int *gid, const Actor *a,
                      Rng *rng, uint64_t base, RolloutSpeed *speed) {
     double t0 = now_seconds();
@@ -268,11 +284,12 @@ static int run_lanes(const World *env, Lane *lanes, int n_lanes, const int *gid,
     int rc = -1;
     if (!ops || !fact_store) goto done;
     if (!steps || !n_steps || !cs || role_batch_init(&rb, n_lanes, maxT, max_new) != 0) goto done;
-    int most = 0;
+    int most = 0, longest = 0;  // the lane with the most chunk steps names the session
+    double last_report = t0;
     for (int i = 0; i < n_lanes; i++) {
         n_steps[i] = lane_steps(env, &lanes[i], &steps[i]);
         if (n_steps[i] < 0) goto done;
-        if (n_steps[i] > most) most = n_steps[i];
+        if (n_steps[i] > most) most = n_steps[i], longest = i;
         if (lanes[i].snapshots) lane_take_snapshot(&lanes[i], lanes[i].first_session - 1);
     }
 
@@ -368,6 +385,8 @@ static int run_lanes(const World *env, Lane *lanes, int n_lanes, const int *gid,
                     lane_take_snapshot(l, st.session);
             }
         }
+        report_progress(a->progress, k + 1, most, steps[longest][k].session, n_lanes, t0,
+                        &last_report);
     }
     // A session without turns has no chunk step: its snapshot is the one before it.
     for (int i = 0; i < n_lanes; i++) {

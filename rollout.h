@@ -88,7 +88,12 @@ typedef struct {
     // all of them, in the order one process records them. The teacher ignores it (cheap, and
     // its noise draws from rng lane after lane).
     const Dist *dist;
+    // progress (NULL: quiet): a line with the elapsed time and an ETA after a chunk step, at
+    // most one per PROGRESS_EVERY_S seconds, so only slow rollouts (an LLM backbone) print
+    FILE *progress;
 } Actor;
+
+enum { PROGRESS_EVERY_S = 30 };
 
 typedef struct {
     long prompt_tokens, new_tokens;  // model tokens processed

@@ -63,6 +63,7 @@ typedef struct {
     int gen_train, gen_val, gen_test, gen_sessions;  // default data, made if absent
     const char *out_dir;
     const char *init_path;     // start from this checkpoint instead of a warm start
+    const char *answerer_path; // dialogue: the frozen answerer (NULL: the --init checkpoint)
     const char *world;         // world.h: synth (default) | dialogue
     uint64_t seed;
     // model
@@ -86,7 +87,8 @@ typedef struct {
     // evaluation
     const char *eval_policy;   // non-NULL: evaluate only
     const char *eval_data;
-    int eval_sessions;         // 0: 8, 16 and 32 (those the data has)
+    int eval_sessions[EVAL_MAX_HORIZONS];  // --sessions: n_eval_sessions rising horizons
+    int n_eval_sessions;                   // 0: 8, 16 and 32 (those the data has)
     int eval_episodes;         // 0: all episodes of the file
     int test_episodes;
     int test_sessions;         // 0: the final table at 8, 16 and 32 (those the data has); H: at H only
@@ -131,7 +133,7 @@ static void usage(FILE *f, const char *prog) {
     options_default(&d);
     fprintf(f,
 "usage: %s [options]              train (warm start + LoGo-GRPO curriculum) and evaluate\n"
-"       %s --eval POLICY -d FILE [--sessions H]\n"
+"       %s --eval POLICY -d FILE [--sessions H[,H,H]]\n"
 "\n"
 "With no flags: makes the synthetic data if absent (data/*.json), warm-starts on the flawed\n"
 "teacher's traces, runs the curriculum 8 -> 16 -> 32 sessions, evaluates on the test episodes\n"
@@ -141,7 +143,8 @@ static void usage(FILE *f, const char *prog) {
 "  --eval POLICY        none | store-turns | insert-only | oracle | teacher (the warm start's\n"
 "                       flawed teacher) | CHECKPOINT.bin (greedy)\n"
 "  -d, --data FILE      LoCoMo-format episodes to evaluate (default %s)\n"
-"  --sessions H         horizon; default: 8, 16 and 32 (those the data has)\n"
+"  --sessions H[,H,H]   horizons, rising (one pass of the policy serves them all); default:\n"
+"                       8, 16 and 32 (those the data has)\n"
 "  --episodes N         only the first N episodes of the file\n"
 "  --show-bank          also print the first episode's bank after the last horizon\n"
 "  --mistakes           per-session mistakes against the gold world instead (oracle, teacher\n"
@@ -154,6 +157,8 @@ static void usage(FILE *f, const char *prog) {
 "  --init CKPT          start from this checkpoint (same vocabulary) instead of a warm start\n"
 "  --world W            synth (the synthetic grammar world) | dialogue (real LoCoMo dialogue,\n"
 "                       a pretrained --init; docs/design.md \"Worlds\") (default synth)\n"
+"  --answerer CKPT      dialogue: the frozen answerer's checkpoint, with the --init tokenizer\n"
+"                       (default: the --init checkpoint itself)\n"
 "  --resume DIR         continue the killed run saved in DIR (its flags come from DIR/run.args;\n"
 "                       run it from the same working directory; only -q may be added)\n"
 "  --overwrite          start over in an -o directory that already holds a run\n"
@@ -233,6 +238,29 @@ bad:
     return -1;
 }
 
+// "a[,b[,c]]": 1 to EVAL_MAX_HORIZONS rising session counts in [1, 1000].
+static int parse_horizons(const char *flag, const char *s, int *out, int *n) {
+    char buf[16];
+    const char *p = s;
+    *n = 0;
+    for (;;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        if (*n == EVAL_MAX_HORIZONS || len == 0 || len >= sizeof buf) goto bad;
+        memcpy(buf, p, len);
+        buf[len] = 0;
+        if (parse_int(flag, buf, 1, 1000, &out[*n]) != 0) return -1;
+        if (*n > 0 && out[*n] <= out[*n - 1]) goto bad;
+        (*n)++;
+        if (!comma) return 0;
+        p = comma + 1;
+    }
+bad:
+    fprintf(stderr, "error: %s wants 1 to %d rising session counts like 4,8, got '%s'\n", flag,
+            EVAL_MAX_HORIZONS, s);
+    return -1;
+}
+
 // A seed: decimal digits only (strtoull would take "-1" and wrap it), at most 2^64 - 1.
 static int parse_seed(const char *s, uint64_t *out) {
     char *end;
@@ -265,7 +293,7 @@ enum {
     OPT_OMEGA, OPT_REWARD, OPT_BKL, OPT_BENT, OPT_EPS, OPT_DUAL, OPT_EPOCHS, OPT_TPU,
     OPT_LAMBDA, OPT_RHO, OPT_ZERO_ADV, OPT_SELECT, OPT_EVAL_EVERY, OPT_VAL_EPISODES, OPT_TEST_EPISODES, OPT_TEST_SESSIONS, OPT_INIT, OPT_SHOW_BANK,
     OPT_RESUME, OPT_OVERWRITE, OPT_SAVE_EVERY, OPT_MISTAKES, OPT_FLAWS,
-    OPT_WORLD, OPT_EPISODES,
+    OPT_WORLD, OPT_EPISODES, OPT_ANSWERER,
 };
 
 static int parse_options(int argc, char **argv, Options *o) {
@@ -312,6 +340,7 @@ static int parse_options(int argc, char **argv, Options *o) {
         {"test-sessions", required_argument, 0, OPT_TEST_SESSIONS},
         {"init", required_argument, 0, OPT_INIT},
         {"world", required_argument, 0, OPT_WORLD},
+        {"answerer", required_argument, 0, OPT_ANSWERER},
         {"episodes", required_argument, 0, OPT_EPISODES},
         {"show-bank", no_argument, 0, OPT_SHOW_BANK},
         {"resume", required_argument, 0, OPT_RESUME},
@@ -330,7 +359,7 @@ static int parse_options(int argc, char **argv, Options *o) {
         switch (c) {
         case OPT_EVAL: o->eval_policy = optarg; break;
         case 'd': o->eval_data = optarg; break;
-        case OPT_SESSIONS: rc = parse_int("--sessions", optarg, 1, 1000, &o->eval_sessions); break;
+        case OPT_SESSIONS: rc = parse_horizons("--sessions", optarg, o->eval_sessions, &o->n_eval_sessions); break;
         case OPT_TRAIN: o->train_path = optarg; break;
         case OPT_VAL: o->val_path = optarg; break;
         case OPT_TEST: o->test_path = optarg; break;
@@ -400,6 +429,7 @@ static int parse_options(int argc, char **argv, Options *o) {
         case OPT_TEST_EPISODES: rc = parse_int("--test-episodes", optarg, 1, 100000, &o->test_episodes); break;
         case OPT_TEST_SESSIONS: rc = parse_int("--test-sessions", optarg, 1, 100000, &o->test_sessions); break;
         case OPT_INIT: o->init_path = optarg; break;
+        case OPT_ANSWERER: o->answerer_path = optarg; break;
         case OPT_WORLD:
             o->world = optarg;
             if (strcmp(optarg, "synth") != 0 && strcmp(optarg, "dialogue") != 0) {
@@ -644,7 +674,7 @@ static Actor model_actor(Trainer *tr, Model *m, float temperature, TurnBuffer *r
                    .top_p = 1, .max_seq = m ? tr->be->config(m)->maxT : tr->mcfg.maxT,
                    .max_new_extract = tr->world.max_new_extract,
                    .max_new_manage = tr->world.max_new_manage, .record = record,
-                   .dist = tr->dist};
+                   .dist = tr->dist, .progress = tr->opt.quiet || !tr->writer ? NULL : stderr};
 }
 
 // --show-bank: the first evaluation episode's bank goes to stdout.
@@ -1249,7 +1279,8 @@ static int open_world(Trainer *tr, const Dataset *vocab_data, const char *vocab_
                    .save_vocab = tr->writer ? save_vocab : NULL,
                    .rho = with_penalty ? o->grpo.rho : -1.0f,
                    .lambda = with_penalty ? o->grpo.lambda : -1.0f, .seed = o->seed,
-                   .checkpoint = checkpoint, .answerer_path = o->init_path,
+                   .checkpoint = checkpoint,
+                   .answerer_path = o->answerer_path ? o->answerer_path : o->init_path,
                    .answerer_batch = o->max_batch, .backend_for = backend_for,
                    .save_tokenizer = save_vocab ? tok_copy : NULL,
                    .progress = o->quiet ? NULL : stderr};
@@ -1318,7 +1349,7 @@ static int run_eval(const Options *o, Dist *dist) {
         printf("skipped %d questions that cannot be scored and %d malformed evidence ids in %s\n",
                ds.questions_skipped, ds.evidence_skipped, path);
     if (o->eval_episodes > 0 && ds.n > o->eval_episodes) ds.n = o->eval_episodes;
-    int hs[3], nh = eval_horizons(&ds, o->eval_sessions, hs);
+    int hs[EVAL_MAX_HORIZONS], nh = eval_horizons(&ds, o->eval_sessions, o->n_eval_sessions, hs);
     EvalResult res[3];
     int rc = 1;
     BaselinePolicy bp;

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "dialogue.h"
@@ -131,6 +132,8 @@ static int wd_answer(const void *s, const MemoryBank *bank, const Episode *ep, i
         fprintf(stderr, "world dialogue: out of memory for %d answers\n", ep->n_qa);
         return -1;
     }
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     if (nq > 0 && dialogue_answer_episode(&st->d, st->abe, st->answerer, ep, bank, session, all,
                                           NULL, &as, err, sizeof err) != 0) {
         fprintf(stderr, "world dialogue: the answerer: %s\n", err);
@@ -138,9 +141,11 @@ static int wd_answer(const void *s, const MemoryBank *bank, const Episode *ep, i
         return -1;
     }
     for (int i = 0; i < nq; i++) scores[i] = all[qidx[i]];
+    clock_gettime(CLOCK_MONOTONIC, &t1);
     if (st->progress && nq > 0)
-        fprintf(st->progress, "answered %d questions of %s after %d sessions\n", nq,
-                ep->sample_id ? ep->sample_id : "?", session);
+        fprintf(st->progress, "answered %d questions of %s after %d sessions in %.0f s\n", nq,
+                ep->sample_id ? ep->sample_id : "?", session,
+                (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
     free(all);
     return 0;
 }
@@ -221,12 +226,26 @@ static int load_answerer(DialogueState *st, const WorldArgs *a, const char *path
         fprintf(stderr, "error: the answerer: %s\n", err);
         return -1;
     }
+    // The answerer reads prompts in the policy's tokens: a different vocabulary would answer
+    // nonsense without an error.
+    if (c.V != bpe_vocab_size(st->tok) ||
+        (c.tokenizer_hash && c.tokenizer_hash != bpe_hash(st->tok))) {
+        fprintf(stderr, "error: the answerer %s: its vocabulary (%d tokens, tokenizer hash %016llx) "
+                        "is not the backbone tokenizer's (%d tokens, hash %016llx)\n", path, c.V,
+                (unsigned long long)c.tokenizer_hash, bpe_vocab_size(st->tok),
+                (unsigned long long)bpe_hash(st->tok));
+        free(p);
+        return -1;
+    }
     st->abe = a->backend_for ? a->backend_for(&c) : cpu_backend_for(&c);
     int B = a->answerer_batch > 0 ? a->answerer_batch : 8;
     st->answerer = st->abe->create(&c, B, a->seed);
     if (st->answerer) st->abe->set_params(st->answerer, p);
     free(p);
     if (!st->answerer) fprintf(stderr, "error: the answerer %s: cannot create the model\n", path);
+    else if (a->progress)
+        fprintf(a->progress, "answerer: %s (%zu parameters, frozen)\n", path,
+                config_num_params(&c));
     return st->answerer ? 0 : -1;
 }
 

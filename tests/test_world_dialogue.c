@@ -5,7 +5,8 @@
 //   - world_open("dialogue"): stop token, vocabulary, bank shape, a manager output whose facts
 //     the world copies into the caller's fact store (the DialogueOps scratch is gone after the
 //     call), no teacher, no gold grammar;
-//   - the program: --eval none / store-turns / the checkpoint, and one LoGo-GRPO step end to end
+//   - the program: --eval none / store-turns / the checkpoint, --answerer (another checkpoint;
+//     one over another vocabulary is refused), and one LoGo-GRPO step end to end
 //     (finite numbers in log.jsonl, final.bin's weights differ from the --init ones).
 // Run from the repository root (as make test does); the trainer is $MEMR2_TRAIN or ./train_cpu.
 #include <math.h>
@@ -35,25 +36,26 @@ static int copy_file(const char *from, const char *to) {
     return ok ? 0 : -1;
 }
 
-// tmpdir/tiny.bin (a random 2-layer Llama over the fixture's vocabulary) and tiny.tok beside it.
-static int make_tiny(char *ckpt, size_t n) {
+// tmpdir/NAME.bin (a random 2-layer Llama over the fixture's vocabulary, or over `vocab` tokens
+// if > 0, weights from init_seed) and NAME.tok beside it.
+static int make_tiny(const char *name, int vocab, uint64_t init_seed, char *ckpt, size_t n) {
     char err[512], tok[512];
     Bpe *t = bpe_load(FIX_TOK, err, sizeof err);
     CHECK(t != NULL, "tokenizer fixture: %s", t ? "" : err);
     if (!t) return -1;
-    ModelConfig cfg = {.V = bpe_vocab_size(t), .maxT = 1536, .L = 2, .NH = 2, .C = 32,
-                       .arch = ARCH_LLAMA, .n_kv_heads = 1, .ffn = 48, .rope_dim = 16,
+    ModelConfig cfg = {.V = vocab > 0 ? vocab : bpe_vocab_size(t), .maxT = 1536, .L = 2, .NH = 2,
+                       .C = 32, .arch = ARCH_LLAMA, .n_kv_heads = 1, .ffn = 48, .rope_dim = 16,
                        .rope_base = 10000.0f, .norm_eps = 1e-5f, .tied = 1,
-                       .tokenizer_hash = bpe_hash(t)};
+                       .tokenizer_hash = vocab > 0 ? 0 : bpe_hash(t)};
     bpe_free(t);
     size_t np = config_num_params(&cfg);
     float *p = malloc(sizeof(float) * np);
     if (!p) return -1;
-    config_params_init(p, &cfg, 5);
-    snprintf(ckpt, n, "%s/tiny.bin", tmpdir);
-    snprintf(tok, sizeof tok, "%s/tiny.tok", tmpdir);
+    config_params_init(p, &cfg, init_seed);
+    snprintf(ckpt, n, "%s/%s.bin", tmpdir, name);
+    snprintf(tok, sizeof tok, "%s/%s.tok", tmpdir, name);
     int rc = checkpoint_save(ckpt, &cfg, p, err, sizeof err);
-    CHECK(rc == 0, "save the tiny checkpoint: %s", rc ? err : "");
+    CHECK(rc == 0, "save the tiny checkpoint %s: %s", name, rc ? err : "");
     free(p);
     CHECK(copy_file(FIX_TOK, tok) == 0, "copy the tokenizer beside it");
     return rc;
@@ -141,6 +143,23 @@ static void test_program(const char *train, const char *ckpt) {
         CHECK(rc == 0 && f1 && isfinite(strtod(f1 + 3, NULL)), "--eval %s: rc %d, '%s'",
               i < 2 ? policies[i] : "CKPT", rc, line);
     }
+    // --answerer: another checkpoint answers (its load is announced); one over another
+    // vocabulary is refused with both sizes named
+    char other[512], wrong[512];
+    if (make_tiny("answerer", 0, 6, other, sizeof other) == 0 &&
+        make_tiny("wrongvocab", 300, 6, wrong, sizeof wrong) == 0) {
+        snprintf(cmd, sizeof cmd, "%s --world dialogue --init %s --answerer %s --eval store-turns "
+                 "-d %s --episodes 1", train, ckpt, other, FIX_CONV);
+        char want[600];
+        snprintf(want, sizeof want, "answerer: %s (", other);
+        int rc = run_grep(cmd, want, line, sizeof line);
+        CHECK(rc == 0 && line[0], "--answerer %s: rc %d, no '%s' line", other, rc, want);
+        snprintf(cmd, sizeof cmd, "%s --world dialogue --init %s --answerer %s --eval none -d %s",
+                 train, ckpt, wrong, FIX_CONV);
+        rc = run_grep(cmd, "is not the backbone tokenizer's", line, sizeof line);
+        CHECK(rc == 1 && strstr(line, "300 tokens"), "--answerer over 300 tokens: rc %d, '%s'", rc,
+              line);
+    }
     // the oracle needs a teacher: a clear error, not a crash
     snprintf(cmd, sizeof cmd, "%s --world dialogue --init %s --eval oracle -d %s", train, ckpt,
              FIX_CONV);
@@ -207,7 +226,7 @@ int main(void) {
     Dataset ds = {0};
     int loaded = dataset_load(FIX_CONV, &ds, err, sizeof err) == 0;
     CHECK(loaded && ds.n == 1, "load %s: %s", FIX_CONV, loaded ? "" : err);
-    if (loaded && make_tiny(ckpt, sizeof ckpt) == 0) {
+    if (loaded && make_tiny("tiny", 0, 5, ckpt, sizeof ckpt) == 0) {
         test_world(ckpt, &ds);
         test_program(train, ckpt);
     }
