@@ -174,7 +174,9 @@ static void usage(FILE *f, const char *prog) {
 "reinforcement learning:\n"
 "  --algo A             logo | grpo (local branch off) | sft (stop after warm start) (logo)\n"
 "  --direct             no curriculum: all RL steps at the last horizon\n"
-"  --stage-steps a,b,c  RL steps at 8, 16, 32 sessions (default %d,%d,%d)\n"
+"  --stage-steps a,b,c  RL steps per curriculum stage (default %d,%d,%d)\n"
+"  --horizons a,b,c     the stages' sessions, non-decreasing (default 8,16,32; --direct trains\n"
+"                       at the last; real dialogue on a CPU wants a short one like 1,2,4)\n"
 "  --lr X               RL learning rate (default %g)\n"
 "  --G N                global rollouts (default %d)    --K N   local rerollouts (default %d)\n"
 "  --p-local X          probability a session gets a local group (default %g)\n"
@@ -293,7 +295,7 @@ enum {
     OPT_OMEGA, OPT_REWARD, OPT_BKL, OPT_BENT, OPT_EPS, OPT_DUAL, OPT_EPOCHS, OPT_TPU,
     OPT_LAMBDA, OPT_RHO, OPT_ZERO_ADV, OPT_SELECT, OPT_EVAL_EVERY, OPT_VAL_EPISODES, OPT_TEST_EPISODES, OPT_TEST_SESSIONS, OPT_INIT, OPT_SHOW_BANK,
     OPT_RESUME, OPT_OVERWRITE, OPT_SAVE_EVERY, OPT_MISTAKES, OPT_FLAWS,
-    OPT_WORLD, OPT_EPISODES, OPT_ANSWERER,
+    OPT_WORLD, OPT_EPISODES, OPT_ANSWERER, OPT_HORIZONS,
 };
 
 static int parse_options(int argc, char **argv, Options *o) {
@@ -341,6 +343,7 @@ static int parse_options(int argc, char **argv, Options *o) {
         {"init", required_argument, 0, OPT_INIT},
         {"world", required_argument, 0, OPT_WORLD},
         {"answerer", required_argument, 0, OPT_ANSWERER},
+        {"horizons", required_argument, 0, OPT_HORIZONS},
         {"episodes", required_argument, 0, OPT_EPISODES},
         {"show-bank", no_argument, 0, OPT_SHOW_BANK},
         {"resume", required_argument, 0, OPT_RESUME},
@@ -430,6 +433,15 @@ static int parse_options(int argc, char **argv, Options *o) {
         case OPT_TEST_SESSIONS: rc = parse_int("--test-sessions", optarg, 1, 100000, &o->test_sessions); break;
         case OPT_INIT: o->init_path = optarg; break;
         case OPT_ANSWERER: o->answerer_path = optarg; break;
+        case OPT_HORIZONS:
+            rc = parse_counts3("--horizons", optarg, o->horizons);
+            if (rc == 0 && (o->horizons[0] < 1 || o->horizons[1] < o->horizons[0] ||
+                            o->horizons[2] < o->horizons[1])) {
+                fprintf(stderr, "error: --horizons wants three non-decreasing session counts "
+                                ">= 1, got '%s'\n", optarg);
+                rc = -1;
+            }
+            break;
         case OPT_WORLD:
             o->world = optarg;
             if (strcmp(optarg, "synth") != 0 && strcmp(optarg, "dialogue") != 0) {
