@@ -334,6 +334,52 @@ void grpo_credit(const PolicyTurn *turns, int n, double *credit_global, double *
     free(y);
 }
 
+void grpo_credit_units(const PolicyTurn *turns, int n, int G, int H, int n_local, int K,
+                       double *credit_global, double *credit_local) {
+    *credit_global = *credit_local = NAN;
+    int nu = G * H + n_local;  // units: global (lane, t) at lane * H + t - 1, then local j
+    double *adv = calloc((size_t)(nu > 0 ? nu : 1), sizeof(double));
+    double *mis = calloc((size_t)(nu > 0 ? nu : 1), sizeof(double));
+    int *known = calloc((size_t)(nu > 0 ? nu : 1), sizeof(int));
+    int *group = malloc(sizeof(int) * (size_t)(nu > 0 ? nu : 1));
+    double *x = malloc(sizeof(double) * (size_t)(nu > 0 ? nu : 1));
+    double *y = malloc(sizeof(double) * (size_t)(nu > 0 ? nu : 1));
+    if (!adv || !mis || !known || !group || !x || !y || K < 1) goto done;
+    for (int i = 0; i < n; i++) {
+        const PolicyTurn *pt = &turns[i];
+        int u = -1;
+        if (!pt->is_local && pt->lane >= 0 && pt->lane < G && pt->session >= 1 && pt->session <= H)
+            u = pt->lane * H + pt->session - 1;
+        else if (pt->is_local && pt->lane >= 0 && pt->lane < n_local)
+            u = G * H + pt->lane;
+        if (u < 0 || pt->mistakes < 0) continue;
+        adv[u] = pt->advantage;  // shared by the unit's turns
+        mis[u] += pt->mistakes;
+        known[u] = 1;
+    }
+    for (int u = 0; u < nu; u++)  // group ids: global by session, local by group after them
+        group[u] = u < G * H ? u % H : H + (u - G * H) / K;
+    int ng = H + (n_local + K - 1) / K;
+    for (int local = 0; local <= 1; local++) {
+        int m = 0;
+        for (int g = local ? H : 0; g < (local ? ng : H); g++) {
+            double sum = 0;
+            int cnt = 0;
+            for (int u = 0; u < nu; u++)
+                if (group[u] == g && known[u]) sum += mis[u], cnt++;
+            for (int u = 0; u < nu; u++)
+                if (group[u] == g && known[u]) {
+                    x[m] = adv[u];
+                    y[m] = -(mis[u] - sum / cnt);
+                    m++;
+                }
+        }
+        *(local ? credit_local : credit_global) = stats_pearson(x, y, m);
+    }
+done:
+    free(adv), free(mis), free(known), free(group), free(x), free(y);
+}
+
 static void mean_std(const float *x, int n, double *mean, double *std) {
     double s = 0, ss = 0;
     for (int i = 0; i < n; i++) s += x[i];
@@ -455,6 +501,8 @@ int grpo_collect(const GrpoConfig *c, const World *env, const Episode *ep, int H
     }
     for (int i = 0; i < turns_count(tb); i++) st->turns_nonzero += tb->turns[i].advantage != 0;
     grpo_credit(tb->turns, turns_count(tb), &st->credit_global, &st->credit_local);
+    grpo_credit_units(tb->turns, turns_count(tb), G, H, n_groups * c->K, c->K,
+                      &st->credit_global_unit, &st->credit_local_unit);
     rc = 0;
 done:
     for (int i = 0; i < made; i++) lane_free(&lanes[i]);

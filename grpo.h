@@ -104,6 +104,8 @@ typedef struct {
     int turns_global, turns_local, turns_nonzero;  // recorded turns; those with advantage != 0
     double credit_global, credit_local;  // Pearson(advantage, -mistakes) over global / local
                                          // turns with known mistakes; NAN when undefined
+    double credit_global_unit, credit_local_unit;  // the same per advantage unit (a rollout's
+                                         // session, a rerun), mistakes centred in the group
     double mem_words;                    // mean words of the G final banks
     MemoryStats ops;                     // ops of the G rollouts (invalid includes malformed)
     RolloutSpeed roll, reroll;
@@ -139,6 +141,17 @@ int grpo_assign_advantages(const GrpoConfig *c, int G, int H, const float *gadv,
 // The credit-quality metric: Pearson correlation of advantage and minus mistakes over the
 // global turns and over the local turns (turns with mistakes < 0 are left out).
 void grpo_credit(const PolicyTurn *turns, int n, double *credit_global, double *credit_local);
+
+// The same question asked of the units an advantage is given to: a global rollout's session
+// (lane, t) and a local rerun j. Each unit's mistakes are summed over its turns, centred on the
+// mean of its group (the G rollouts' session t; the K reruns of group j / K), and correlated
+// (Pearson) with the unit's advantage: does the advantage rank the group's members by their
+// true mistakes? The per-turn metric above also counts that all turns of a unit share one
+// advantage while their mistakes differ, and that groups differ in how much there is to get
+// wrong; this one does not. Units with no turn of known mistakes are left out; NAN when
+// undefined.
+void grpo_credit_units(const PolicyTurn *turns, int n, int G, int H, int n_local, int K,
+                       double *credit_global, double *credit_local);
 
 // One step's data: G rollouts of episode ep through sessions 1..H sampled by `actor` (its record
 // is replaced by tb), rewards, local groups (LoGo), and every turn in tb with its advantage and

@@ -1109,12 +1109,13 @@ static void log_rl_step(Trainer *tr, int stage, int H, const StepMetrics *sm, do
     int nt = sm->gs.n_turns ? sm->gs.n_turns : 1, nk = sm->gs.n_tokens ? sm->gs.n_tokens : 1;
     int turns = g->turns_global + g->turns_local;
     double zg = g->groups_global ? (double)g->zero_std_global / g->groups_global : 0;
-    char cg[32], cl[32], zl[32], f[3072];
+    char cg[32], cl[32], ug[32], ul[32], zl[32], f[3072];
     snprintf(f, sizeof f,
              "\"phase\":\"rl\",\"stage\":%d,\"sessions\":%d,\"reward_mean\":%.5f,"
              "\"reward_std\":%.5f,\"frac_reward_zero_std\":%.4f,"
              "\"frac_zero_std_global\":%.4f,\"frac_zero_std_local\":%s,"
              "\"frac_nonzero_adv\":%.4f,\"credit_global\":%s,\"credit_local\":%s,"
+             "\"credit_global_unit\":%s,\"credit_local_unit\":%s,"
              "\"adv_global_mean\":%.4f,\"adv_global_std\":%.4f,"
              "\"adv_local_mean\":%.4f,\"adv_local_std\":%.4f,\"local_groups\":%d,"
              "\"local_zero_std\":%d,\"turns_global\":%d,\"turns_local\":%d,\"turns_update\":%d,"
@@ -1129,7 +1130,9 @@ static void log_rl_step(Trainer *tr, int stage, int H, const StepMetrics *sm, do
                       g->groups_local ? (double)g->zero_std_local / g->groups_local : NAN, "%.4f"),
              turns ? (double)g->turns_nonzero / turns : 0.0,
              json_num(cg, sizeof cg, g->credit_global, "%.4f"),
-             json_num(cl, sizeof cl, g->credit_local, "%.4f"), g->adv_global_mean,
+             json_num(cl, sizeof cl, g->credit_local, "%.4f"),
+             json_num(ug, sizeof ug, g->credit_global_unit, "%.4f"),
+             json_num(ul, sizeof ul, g->credit_local_unit, "%.4f"), g->adv_global_mean,
              g->adv_global_std, g->adv_local_mean, g->adv_local_std, g->groups_local,
              g->zero_std_local, g->turns_global, g->turns_local, sm->turns_update, sm->gs.loss,
              sm->gs.kl / nk, sm->gs.entropy / nk, sm->gs.ratio / nt,
@@ -1223,12 +1226,13 @@ static int run_curriculum(Trainer *tr) {
                 double el = now_seconds() - t_rl;
                 int nt = sm.gs.n_turns ? sm.gs.n_turns : 1, nk = sm.gs.n_tokens ? sm.gs.n_tokens : 1;
                 printf("stage %d (H=%d) step %3d/%d  reward %.3f±%.3f  zero-std %.2f  local %d  "
-                       "kl %.4f  clip %.2f  credit %.2f/%.2f  %.1fs/step",
+                       "kl %.4f  clip %.2f  credit %.2f/%.2f (units %.2f/%.2f)  %.1fs/step",
                        stage + 1, H, step + 1, steps, sm.g.reward_mean, sm.g.reward_std,
                        (double)sm.g.zero_std_global / (sm.g.groups_global ? sm.g.groups_global : 1),
                        sm.g.groups_local, sm.gs.kl / nk,
                        (double)sm.gs.clipped / (nt * (o->grpo.ppo_epochs > 1 ? 2 : 1)),
-                       sm.g.credit_global, sm.g.credit_local, dt);
+                       sm.g.credit_global, sm.g.credit_local, sm.g.credit_global_unit,
+                       sm.g.credit_local_unit, dt);
                 if (val_f1 >= 0) printf("  val F1 %.4f (best %.4f)", val_f1, best_f1);
                 printf("  eta %.0fs\n", el / (done_steps - (rs ? rs->done_steps : 0)) *
                                              (total_steps - done_steps));

@@ -144,6 +144,35 @@ static void test_credit(void) {
     CHECK(isnan(cl), "a local group without spread has no credit quality");
 }
 
+// Per unit, mistakes centred in the group. G 2, H 2: units (lane, t); K 2, one local group.
+static void test_credit_units(void) {
+    PolicyTurn tt[9] = {turn(0, 1, 0), turn(0, 1, 0), turn(1, 1, 0), turn(0, 2, 0),
+                        turn(1, 2, 0), turn(1, 2, 0), turn(0, 2, 1), turn(1, 2, 1),
+                        turn(1, 2, 1)};
+    // session 1: lane 0 has 1 + 2 mistakes (A -1), lane 1 has 1 (A +1): centred -(+1), -(-1);
+    // session 2: lane 0 has 0 (A +1), lane 1 has 4 + unknown (A -1): centred -(-2), -(+2);
+    // so x {-1, 1, 1, -1}, y {-1, 1, 2, -2} (the unit order: (0,1) (1,1) (0,2) (1,2))
+    const float A[9] = {-1, -1, 1, 1, -1, -1, 0.5f, -0.5f, -0.5f};
+    const int M[9] = {1, 2, 1, 0, 4, -1, 3, 0, 6};
+    for (int i = 0; i < 9; i++) tt[i].advantage = A[i], tt[i].mistakes = M[i];
+    double cg, cl;
+    grpo_credit_units(tt, 9, 2, 2, 2, 2, &cg, &cl);
+    // x mean 0, y mean 0: sxy 1 + 1 + 2 + 2 = 6, sxx 4, syy 10
+    CHECK_CLOSE("credit_global_unit", cg, 6.0 / sqrt(4.0 * 10.0), 0, 1e-6);
+    // local: rerun 0 has 3 (A .5), rerun 1 has 6 (A -.5): the fewer mistakes, the higher A
+    CHECK_CLOSE("credit_local_unit", cl, 1.0, 0, 1e-6);
+    // the per-turn metric sees less of the same signal: turns of one unit share A
+    double tg, tl;
+    grpo_credit(tt, 9, &tg, &tl);
+    CHECK(tg < cg, "per turn %.3f < per unit %.3f here", tg, cg);
+    // advantages that ignore mistakes but follow the group's size do not count as credit
+    for (int i = 0; i < 9; i++) tt[i].advantage = tt[i].session == 1 ? 1.0f : -1.0f;
+    tt[6].advantage = tt[7].advantage = tt[8].advantage = 0;
+    grpo_credit_units(tt, 9, 2, 2, 2, 2, &cg, &cl);
+    CHECK_CLOSE("an advantage constant within groups", cg, 0, 0, 1e-9);
+    CHECK(isnan(cl), "local advantages without spread: NAN");
+}
+
 // ---- the local lanes start from the snapshot BEFORE their session --------------------------
 
 static void test_local_lanes(const Env *env, const Episode *ep) {
@@ -409,6 +438,7 @@ int main(void) {
     test_assign();
     test_update_turns();
     test_credit();
+    test_credit_units();
     test_rows_grad();
     const char *path = "data/fixtures/credit_tiny.json";
     Dataset ds = {0};
