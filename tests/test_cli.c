@@ -43,6 +43,13 @@ static void test_bad_flags(void) {
         {"--init /nonexistent/memr2/x.bin -o OUT/init", 1, "/nonexistent/memr2/x.bin"},
         {"--eval none -d EMPTY", 1, "no samples"},
         {"--eval insert-only -d EMPTY --sessions 4", 1, "no samples"},
+        {"--eval none -d DATA --sessions 4,2", 2, "rising session counts"},
+        {"--eval none -d DATA --sessions 1,2,3,4", 2, "rising session counts"},
+        {"--eval none -d DATA --sessions 2,", 2, "rising session counts"},
+        {"--eval none -d DATA --sessions 0", 2, "--sessions"},
+        {"--horizons 2,1,4 -o OUT/h", 2, "non-decreasing"},
+        {"--horizons 0,1,4 -o OUT/h", 2, "non-decreasing"},
+        {"--horizons 1,2 -o OUT/h", 2, "--horizons"},
         {"--train EMPTY --val DATA --test DATA -o OUT/empty", 1, "no samples"},
     };
     char empty[256], out[512];
@@ -75,6 +82,24 @@ static void test_bad_flags(void) {
 }
 
 // Results printed to a full device: exit 1, not a silent 0.
+// --sessions H,H: one pass, one summary line per horizon; a horizon past the data is capped
+// at its longest episode (4 sessions here) and not repeated.
+static void test_horizon_list(void) {
+    char out[512];
+    snprintf(out, sizeof out, "%s/horizons.txt", tmp);
+    int rc = proc_run_fmt(out, "%s --eval insert-only -d %s --sessions 2,4,9", train_bin, data);
+    CHECK(rc == 0 && file_contains(out, "episodes=2 sessions=2 ") &&
+              file_contains(out, "episodes=2 sessions=4 ") &&
+              !file_contains(out, "sessions=9"),
+          "--sessions 2,4,9 reports 2 and 4 (exit %d)", rc);
+    int n = 0;
+    FILE *f = fopen(out, "r");
+    char line[4096];
+    while (f && fgets(line, sizeof line, f)) n += strstr(line, " f1=") && strstr(line, "bleu1=");
+    if (f) fclose(f);
+    CHECK(n == 2, "two summary lines, got %d", n);
+}
+
 static void test_stdout_full(void) {
     if (access("/dev/full", W_OK) != 0) return;
     int rc = proc_run_fmt("/dev/full", "%s --eval none -d %s", train_bin, data);
@@ -298,6 +323,7 @@ int main(void) {
              "--train %s --val %s --test %s",
              data, data, data);
     test_bad_flags();
+    test_horizon_list();
     test_stdout_full();
     test_injection();
     test_full_disk();
