@@ -9,13 +9,14 @@
 #
 # The RL run trains on every conversation of FILE but the validation one (VAL_ID, default
 # conv-44, the paper's), which serves as its validation and test episode; STEPS RL steps at
-# HORIZON sessions (defaults 6 and 1: about half an hour per step-pair on 2 busy cores).
+# HORIZON sessions (defaults 1 and 1: one step took 28 minutes on 2 busy cores). --max-batch 4
+# keeps the run under 20 GB (8 reached 22.8 GB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FILE=${FILE:-../shared/data/locomo-trainval.json}
 OUT=${OUT:-out/d10}
 VAL_ID=${VAL_ID:-conv-44}
-STEPS=${STEPS:-6}
+STEPS=${STEPS:-1}
 HORIZON=${HORIZON:-1}
 INIT=${INIT:-out/smollm2.bin}
 SESSIONS=${SESSIONS:-4,8}
@@ -41,7 +42,7 @@ if [ ! -f "$OUT/rl/final.bin" ]; then
     /usr/bin/time -v ./train_cpu --world dialogue --init "$INIT" --train "$OUT/train.json" \
         --val "$OUT/val.json" --test "$OUT/val.json" --sft-steps 0 --direct \
         --horizons "$HORIZON,$HORIZON,$HORIZON" --stage-steps "0,0,$STEPS" --G 4 --K 2 \
-        --max-batch 8 --val-episodes 1 --eval-every 100 --test-episodes 1 \
+        --max-batch 4 --val-episodes 1 --eval-every 100 --test-episodes 1 \
         --test-sessions "$HORIZON" -o "$OUT/rl" > "$OUT/rl.out" 2> "$OUT/rl.err"
 fi
 run trained --world dialogue --init "$INIT" --eval "$OUT/rl/final.bin" -d "$FILE" \
