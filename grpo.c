@@ -337,14 +337,16 @@ void grpo_credit(const PolicyTurn *turns, int n, double *credit_global, double *
 void grpo_credit_units(const PolicyTurn *turns, int n, int G, int H, int n_local, int K,
                        double *credit_global, double *credit_local) {
     *credit_global = *credit_local = NAN;
-    int nu = G * H + n_local;  // units: global (lane, t) at lane * H + t - 1, then local j
-    double *adv = calloc((size_t)(nu > 0 ? nu : 1), sizeof(double));
-    double *mis = calloc((size_t)(nu > 0 ? nu : 1), sizeof(double));
-    int *known = calloc((size_t)(nu > 0 ? nu : 1), sizeof(int));
-    int *group = malloc(sizeof(int) * (size_t)(nu > 0 ? nu : 1));
-    double *x = malloc(sizeof(double) * (size_t)(nu > 0 ? nu : 1));
-    double *y = malloc(sizeof(double) * (size_t)(nu > 0 ? nu : 1));
-    if (!adv || !mis || !known || !group || !x || !y || K < 1) goto done;
+    if (K < 1) return;
+    // units: global (lane, t) at lane * H + t - 1, then local rerun j at G * H + j; groups:
+    // session t - 1 for global units, H + j / K for local ones
+    int nu = G * H + n_local, ng = H + (n_local + K - 1) / K;
+    size_t a = (size_t)(nu > 0 ? nu : 1), b = (size_t)(ng > 0 ? ng : 1);
+    double *adv = calloc(a, sizeof(double)), *mis = calloc(a, sizeof(double));
+    double *gsum = calloc(b, sizeof(double)), *x = malloc(a * sizeof(double));
+    double *y = malloc(a * sizeof(double));
+    int *known = calloc(a, sizeof(int)), *gcnt = calloc(b, sizeof(int));
+    if (!adv || !mis || !gsum || !x || !y || !known || !gcnt) goto done;
     for (int i = 0; i < n; i++) {
         const PolicyTurn *pt = &turns[i];
         int u = -1;
@@ -357,27 +359,23 @@ void grpo_credit_units(const PolicyTurn *turns, int n, int G, int H, int n_local
         mis[u] += pt->mistakes;
         known[u] = 1;
     }
-    for (int u = 0; u < nu; u++)  // group ids: global by session, local by group after them
-        group[u] = u < G * H ? u % H : H + (u - G * H) / K;
-    int ng = H + (n_local + K - 1) / K;
+    for (int u = 0; u < nu; u++) {
+        int g = u < G * H ? u % H : H + (u - G * H) / K;
+        if (known[u]) gsum[g] += mis[u], gcnt[g]++;
+    }
     for (int local = 0; local <= 1; local++) {
         int m = 0;
-        for (int g = local ? H : 0; g < (local ? ng : H); g++) {
-            double sum = 0;
-            int cnt = 0;
-            for (int u = 0; u < nu; u++)
-                if (group[u] == g && known[u]) sum += mis[u], cnt++;
-            for (int u = 0; u < nu; u++)
-                if (group[u] == g && known[u]) {
-                    x[m] = adv[u];
-                    y[m] = -(mis[u] - sum / cnt);
-                    m++;
-                }
+        for (int u = local ? G * H : 0; u < (local ? nu : G * H); u++) {
+            int g = u < G * H ? u % H : H + (u - G * H) / K;
+            if (!known[u]) continue;
+            x[m] = adv[u];
+            y[m] = -(mis[u] - gsum[g] / gcnt[g]);
+            m++;
         }
         *(local ? credit_local : credit_global) = stats_pearson(x, y, m);
     }
 done:
-    free(adv), free(mis), free(known), free(group), free(x), free(y);
+    free(adv), free(mis), free(gsum), free(x), free(y), free(known), free(gcnt);
 }
 
 static void mean_std(const float *x, int n, double *mean, double *std) {

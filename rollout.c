@@ -243,8 +243,6 @@ static uint64_t row_seed(uint64_t base, int gid, int k, int role) {
     return splitmix64(&x);
 }
 
-// The lanes of one process: gid[i] is lane i's global index (NULL: i), which names its turns in
-// the record and its sampling streams; base is the model actor's seed of this call.
 // A progress line after chunk step `done` of `most` (Actor.progress), throttled: the ETA assumes
 // the remaining steps cost what the finished ones did on average (later prompts are longer, so
 // it is a lower bound).
@@ -261,6 +259,8 @@ static void report_progress(FILE *f, int done, int most, int session, int n_lane
     fflush(f);
 }
 
+// The lanes of one process: gid[i] is lane i's global index (NULL: i), which names its turns in
+// the record and its sampling streams; base is the model actor's seed of this call.
 static int run_lanes(const World *env, Lane *lanes, int n_lanes, const int *gid, const Actor *a,
                      Rng *rng, uint64_t base, RolloutSpeed *speed) {
     double t0 = now_seconds();
