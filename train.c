@@ -934,6 +934,19 @@ static int score_turns(Trainer *tr, Model *m, const TurnBuffer *tb, const int *i
     return 0;
 }
 
+// A line per PROGRESS_EVERY_S seconds of a slow update (an LLM backbone: minutes per epoch);
+// done / total count turns over all epochs, so the ETA covers the whole update; it is timed
+// from t_epochs, after the reference scoring that t0 (the elapsed time) includes.
+static void report_update(FILE *f, int epoch, int epochs, double done, double total, double t0,
+                          double t_epochs, double *last) {
+    double now = now_seconds();
+    if (!f || now - *last < PROGRESS_EVERY_S || done <= 0) return;
+    *last = now;
+    fprintf(f, "update: epoch %d of %d, %.0f of %.0f turn passes, %.0f s elapsed, ETA %.0f s\n",
+            epoch + 1, epochs, done, total, now - t0, (now - t_epochs) / done * (total - done));
+    fflush(f);
+}
+
 // PPO epochs over the turns grpo_update_turns lets in: forward -> grpo_rows_grad -> backward ->
 // AdamW, in minibatches of turns_per_update turns (each one optimiser update, loss = mean over it).
 static int ppo_update(Trainer *tr, const TurnBuffer *tb, float lr, StepMetrics *sm) {
@@ -951,8 +964,9 @@ static int ppo_update(Trainer *tr, const TurnBuffer *tb, float lr, StepMetrics *
     int k = dist_pick(tr->dist, pick, n);
     if (k > 0 && score_turns(tr, tr->ref, tb, pick, k, ref_lp) != 0) goto done;
     dist_sum_float(tr->dist, ref_lp, ntok);  // each rank scored its share, zeros elsewhere
-    double gn_sum = 0;
+    double gn_sum = 0, last_report = t0, t_epochs = now_seconds();
     int updates = 0;
+    FILE *progress = o->quiet || !tr->writer ? NULL : stderr;
     for (int epoch = 0; epoch < o->grpo.ppo_epochs && n > 0; epoch++) {
         for (int i = n - 1; i > 0; i--) {  // Fisher-Yates: fresh minibatches every epoch
             int j = (int)rng_below(&tr->rng, (uint32_t)(i + 1));
@@ -979,6 +993,10 @@ static int ppo_update(Trainer *tr, const TurnBuffer *tb, float lr, StepMetrics *
                 for (int b = 0; b < B; b++)
                     sm->train_tokens += tb->turns[pick[s + b]].prompt_len + tb->turns[pick[s + b]].out_len;
                 tr->be->backward(tr->model, tr->rows.dlogp, tr->rows.dent);
+                // this rank's share of the minibatch stands for the whole of it
+                double passed = (double)epoch * n + mb + (double)m * (s + B) / mine;
+                report_update(progress, epoch, o->grpo.ppo_epochs, passed,
+                              (double)o->grpo.ppo_epochs * n, t0, t_epochs, &last_report);
             }
             AdamWConfig adam = o->adamw;
             gn_sum += dist_update(tr->dist, tr->be, tr->model, &adam, lr);
