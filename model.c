@@ -1465,14 +1465,29 @@ int train_state_save(const char *path, const ModelConfig *cfg, const TrainState 
     h[0] = CHECKPOINT_STATE_MAGIC;
     h[1] = CHECKPOINT_VERSION;
     header_put_config(h, cfg);
-    uint64_t bb = st->blob ? (uint64_t)st->blob_bytes : 0;
+    enum { MAX_PIECES = 16 };
+    if (st->n_blob_pieces < 0 || st->n_blob_pieces > MAX_PIECES) {
+        snprintf(err, errlen, "%s: refusing to save: %d blob pieces", path, st->n_blob_pieces);
+        return -1;
+    }
+    size_t n = config_num_params(cfg);
+    const void *parts[4 + MAX_PIECES] = {&st->step, st->rng, st->mom, st->vel};
+    size_t bytes[4 + MAX_PIECES] = {sizeof(int64_t), 4 * sizeof(uint64_t), n * sizeof(float),
+                                    n * sizeof(float)};
+    int n_parts = 4;
+    uint64_t bb = 0;
+    if (st->blob) {
+        parts[n_parts] = st->blob, bytes[n_parts++] = st->blob_bytes;
+        bb = st->blob_bytes;
+    } else {
+        for (int i = 0; i < st->n_blob_pieces; i++) {
+            parts[n_parts] = st->blob_piece[i], bytes[n_parts++] = st->blob_piece_bytes[i];
+            bb += st->blob_piece_bytes[i];
+        }
+    }
     h[7] = (int32_t)(uint32_t)(bb & 0xffffffffu);
     h[8] = (int32_t)(uint32_t)(bb >> 32);
-    size_t n = config_num_params(cfg);
-    const void *parts[5] = {&st->step, st->rng, st->mom, st->vel, st->blob};
-    size_t bytes[5] = {sizeof(int64_t), 4 * sizeof(uint64_t), n * sizeof(float),
-                       n * sizeof(float), (size_t)bb};
-    return write_file_atomic(path, h, parts, bytes, 5, err, errlen);
+    return write_file_atomic(path, h, parts, bytes, n_parts, err, errlen);
 }
 
 // AdamW's v is a running mean of squares: a negative entry would reach sqrtf in the update.

@@ -219,6 +219,11 @@ typedef struct {
     float *mom, *vel;   // num_params each
     void *blob;         // trainer's own state
     size_t blob_bytes;
+    // Saving only: the blob given as pieces written back to back (blob NULL), so the trainer
+    // need not copy its parameter copies into one buffer; it loads as one blob.
+    const void *const *blob_piece;
+    const size_t *blob_piece_bytes;
+    int n_blob_pieces;
 } TrainState;
 
 int train_state_save(const char *path, const ModelConfig *cfg, const TrainState *st,

@@ -38,35 +38,51 @@ static size_t fixed_bytes(void) {
     return 2 * sizeof(uint32_t) + 7 * sizeof(int32_t) + 2 * sizeof(double) + sizeof(int64_t) +
            sizeof(uint32_t) + 2 * sizeof(int32_t);
 }
+_Static_assert(2 * sizeof(uint32_t) + 7 * sizeof(int32_t) + 2 * sizeof(double) +
+                       sizeof(int64_t) + sizeof(uint32_t) + 2 * sizeof(int32_t) ==
+                   RUNSTATE_HEAD_BYTES,
+               "RUNSTATE_HEAD_BYTES is the layout's fixed part");
 
-int runstate_encode(const RunState *st, size_t nparams, void **blob, size_t *bytes) {
+static void add_piece(RunStatePieces *out, const void *p, size_t bytes) {
+    out->piece[out->n] = p;
+    out->bytes[out->n] = bytes;
+    out->n++;
+    out->total += bytes;
+}
+
+void runstate_pieces(const RunState *st, size_t nparams, RunStatePieces *out) {
     uint32_t mask = 0;
-    size_t n = fixed_bytes();
     for (int i = 0; i < RUN_NUM_COPIES; i++)
-        if (st->copy[i]) {
-            mask |= 1u << i;
-            n += nparams * sizeof(float);
-        }
-    n += ((size_t)st->n_reward + (size_t)st->n_val) * sizeof(CurvePoint);
-    Cursor c = {.p = malloc(n), .at = 0, .n = n};
-    if (!c.p) return -1;
+        if (st->copy[i]) mask |= 1u << i;
     uint32_t head[2] = {RUNSTATE_MAGIC, RUNSTATE_VERSION};
     int32_t ints[7] = {st->phase, st->sft_step, st->stage, st->stage_step, st->done_steps,
                        st->global_step, st->warm_started};
     double dbl[2] = {st->best_f1, st->elapsed_s};
     int32_t counts[2] = {st->n_reward, st->n_val};
+    Cursor c = {.p = out->head, .at = 0, .n = sizeof out->head};
     put(&c, head, sizeof head);
     put(&c, ints, sizeof ints);
     put(&c, dbl, sizeof dbl);
     put(&c, &st->log_bytes, sizeof st->log_bytes);
     put(&c, &mask, sizeof mask);
     put(&c, counts, sizeof counts);
+    out->n = 0;
+    out->total = 0;
+    add_piece(out, out->head, fixed_bytes());
     for (int i = 0; i < RUN_NUM_COPIES; i++)
-        if (st->copy[i]) put(&c, st->copy[i], nparams * sizeof(float));
-    if (st->n_reward) put(&c, st->reward_pts, (size_t)st->n_reward * sizeof(CurvePoint));
-    if (st->n_val) put(&c, st->val_pts, (size_t)st->n_val * sizeof(CurvePoint));
+        if (st->copy[i]) add_piece(out, st->copy[i], nparams * sizeof(float));
+    if (st->n_reward) add_piece(out, st->reward_pts, (size_t)st->n_reward * sizeof(CurvePoint));
+    if (st->n_val) add_piece(out, st->val_pts, (size_t)st->n_val * sizeof(CurvePoint));
+}
+
+int runstate_encode(const RunState *st, size_t nparams, void **blob, size_t *bytes) {
+    RunStatePieces pc;
+    runstate_pieces(st, nparams, &pc);
+    Cursor c = {.p = malloc(pc.total), .at = 0, .n = pc.total};
+    if (!c.p) return -1;
+    for (int i = 0; i < pc.n; i++) put(&c, pc.piece[i], pc.bytes[i]);
     *blob = c.p;
-    *bytes = n;
+    *bytes = pc.total;
     return 0;
 }
 

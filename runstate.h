@@ -44,8 +44,22 @@ typedef struct {
     int32_t n_reward, n_val;
 } RunState;
 
-// Encodes st into one malloc'ed buffer (*blob, *bytes). nparams: floats per parameter copy.
-// 0, or -1 when out of memory.
+// The blob as pieces written back to back: a small head (the scalars and counts), then the
+// parameter copies and curve points where they lie, so a save of a 135M-parameter run does not
+// hold a second copy of its four parameter arrays (2 GB) in memory.
+enum { RUNSTATE_HEAD_BYTES = 72, RUNSTATE_MAX_PIECES = 1 + RUN_NUM_COPIES + 2 };
+typedef struct {
+    unsigned char head[RUNSTATE_HEAD_BYTES];
+    const void *piece[RUNSTATE_MAX_PIECES];  // piece[0] is head
+    size_t bytes[RUNSTATE_MAX_PIECES];
+    int n;        // pieces in use
+    size_t total; // the blob's length: the sum of bytes
+} RunStatePieces;
+
+// Fills *out with st's pieces (pointers into st: keep st alive while they are written).
+void runstate_pieces(const RunState *st, size_t nparams, RunStatePieces *out);
+// Encodes st into one malloc'ed buffer (*blob, *bytes): the pieces concatenated. nparams:
+// floats per parameter copy. 0, or -1 when out of memory.
 int runstate_encode(const RunState *st, size_t nparams, void **blob, size_t *bytes);
 // Decodes a blob made by runstate_encode for a model of nparams parameters. Allocates the
 // copies and the curve arrays (runstate_free releases them). 0, or -1 with the reason in err.

@@ -704,7 +704,6 @@ static int save_run_state(Trainer *tr, RunState *rs) {
     if (!tr->writer) return 0;
     size_t np = tr->be->num_params(tr->model);
     float *buf = malloc(sizeof(float) * np * 3);
-    void *blob = NULL;
     int rc = -1;
     char path[4096], err[1024];
     if (!buf) {
@@ -729,11 +728,11 @@ static int save_run_state(Trainer *tr, RunState *rs) {
     rs->warm_started = tr->warm_started;
     rs->reward_pts = tr->reward_pts, rs->n_reward = (int32_t)arrlen(tr->reward_pts);
     rs->val_pts = tr->val_pts, rs->n_val = (int32_t)arrlen(tr->val_pts);
-    if (runstate_encode(rs, np, &blob, &ts.blob_bytes) != 0) {
-        fprintf(stderr, "error: out of memory saving the run state\n");
-        goto done;
-    }
-    ts.blob = blob;
+    RunStatePieces pieces;  // pointers into rs: its copies are written where they lie
+    runstate_pieces(rs, np, &pieces);
+    ts.blob_piece = pieces.piece;
+    ts.blob_piece_bytes = pieces.bytes;
+    ts.n_blob_pieces = pieces.n;
     path_join(path, sizeof path, tr->opt.out_dir, "state.bin");
     if (train_state_save(path, &tr->mcfg, &ts, err, sizeof err) != 0) {
         fprintf(stderr, "error: %s\n", err);
@@ -744,7 +743,6 @@ done:
     rs->copy[RUN_PARAMS] = NULL;
     rs->reward_pts = rs->val_pts = NULL;
     free(buf);
-    free(blob);
     return rc;
 }
 

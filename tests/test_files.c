@@ -148,6 +148,20 @@ static void test_runstate(void) {
     void *blob = NULL;
     size_t bytes = 0;
     CHECK(runstate_encode(&st, np, &blob, &bytes) == 0, "encode");
+    {  // the pieces the trainer saves are the encoding, in order, pointing into st
+        RunStatePieces pc;
+        runstate_pieces(&st, np, &pc);
+        size_t at = 0;
+        int same = pc.total == bytes && pc.n == 6 && pc.piece[1] == (const void *)a &&
+                   pc.piece[2] == (const void *)b;
+        for (int i = 0; i < pc.n && same; i++) {
+            same = at + pc.bytes[i] <= bytes &&
+                   !memcmp((const unsigned char *)blob + at, pc.piece[i], pc.bytes[i]);
+            at += pc.bytes[i];
+        }
+        CHECK(same && at == bytes, "pieces concatenate to the encoding (%d pieces, %zu of %zu bytes)",
+              pc.n, at, bytes);
+    }
     RunState d;
     char err[256] = "";
     int ok = runstate_decode(blob, bytes, np, &d, err, sizeof err) == 0;

@@ -724,6 +724,33 @@ static void test_checkpoints(void) {
               !memcmp(ld.vel, st.vel, n * 4),
           "state round trip is bit-exact");
     free(ld.mom), free(ld.vel), free(ld.blob);
+    // The same blob given as pieces (the trainer's way: no copy of its parameter arrays) is
+    // saved back to back and loads as one blob, byte for byte the file of the whole blob.
+    {
+        unsigned char *whole = NULL;
+        size_t whole_len = 0;
+        whole = read_all(spath, &whole_len);
+        const void *piece[3] = {blob, blob + 5, blob + 13};
+        size_t piece_bytes[3] = {5, 8, 0};
+        TrainState sp = st;
+        sp.blob = NULL, sp.blob_bytes = 0;
+        sp.blob_piece = piece, sp.blob_piece_bytes = piece_bytes, sp.n_blob_pieces = 3;
+        CHECK(train_state_save(spath, &cfg, &sp, err, sizeof err) == 0, "pieces save: %s", err);
+        size_t plen = 0;
+        unsigned char *pimg = read_all(spath, &plen);
+        CHECK(whole && pimg && plen == whole_len && !memcmp(pimg, whole, plen),
+              "a blob in pieces writes the same file as the whole blob (%zu vs %zu bytes)", plen,
+              whole_len);
+        CHECK(train_state_load(spath, &cfg, &ld, err, sizeof err) == 0 && ld.blob_bytes == 13 &&
+                  !memcmp(ld.blob, blob, 13),
+              "pieces load as one blob: %s", err);
+        free(ld.mom), free(ld.vel), free(ld.blob);
+        sp.n_blob_pieces = 17;
+        CHECK(train_state_save(spath, &cfg, &sp, err, sizeof err) == -1 && strstr(err, "pieces"),
+              "too many pieces refused: %s", err);
+        free(whole), free(pimg);
+        CHECK(train_state_save(spath, &cfg, &st, err, sizeof err) == 0, "state re-save: %s", err);
+    }
     ModelConfig other = cfg;
     other.C = 16;
     CHECK(train_state_load(spath, &other, &ld, err, sizeof err) == -1 && strstr(err, spath),
