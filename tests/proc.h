@@ -2,7 +2,8 @@
 //
 // proc_start(argv, out_file) starts a program with stdout and stderr sent to out_file;
 // proc_wait(pid) waits and returns its exit code, or 128 + signal. proc_run_fmt formats a command
-// line, splits it at spaces (the tests' paths have none) and runs it to the end.
+// line, splits it at spaces (the tests' paths have none) and runs it to the end;
+// proc_kill_at_lines kills a run once its log has some lines (the resume tests).
 #ifndef MEMR2_TESTS_PROC_H
 #define MEMR2_TESTS_PROC_H
 
@@ -16,6 +17,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 extern char **environ;
@@ -78,6 +80,36 @@ static inline int file_contains(const char *path, const char *needle) {
     fclose(f);
     buf[n] = 0;
     return strstr(buf, needle) != NULL;
+}
+
+// Lines in a file (-1 if it cannot be read).
+static inline long file_lines(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    long lines = 0;
+    int c;
+    while ((c = getc(f)) != EOF) lines += c == '\n';
+    fclose(f);
+    return lines;
+}
+
+// Starts argv (output in out_file) and SIGKILLs it as soon as the file log has `lines` lines.
+// 1 if it was killed, 0 if it ended first (or did not start).
+static inline int proc_kill_at_lines(char *const argv[], const char *out_file, const char *log,
+                                     long lines) {
+    pid_t pid = proc_start(argv, out_file);
+    if (pid < 0) return 0;
+    struct timespec nap = {0, 200000};
+    for (;;) {
+        int status;
+        if (waitpid(pid, &status, WNOHANG) == pid) return 0;
+        long n = file_lines(log);
+        if (n >= lines && n >= 0) break;
+        nanosleep(&nap, NULL);
+    }
+    kill(pid, SIGKILL);
+    proc_wait(pid);
+    return 1;
 }
 
 static inline int path_exists(const char *path) {

@@ -78,16 +78,6 @@ static int same_log(const char *a, const char *b) {
     return same;
 }
 
-static long count_lines(const char *path) {
-    size_t n;
-    char *b = read_all(path, &n);
-    if (!b) return -1;
-    long lines = 0;
-    for (size_t i = 0; i < n; i++) lines += b[i] == '\n';
-    free(b);
-    return lines;
-}
-
 static int tmp_files_in(const char *dir) {
     DIR *d = opendir(dir);
     int n = 0;
@@ -109,19 +99,7 @@ static int run_and_kill(const char *dir, int resume, long lines) {
     proc_split(line, argv, 128);
     snprintf(log, sizeof log, "%s/log.jsonl", dir);
     snprintf(out, sizeof out, "%s.killed%d.txt", dir, resume);
-    pid_t pid = proc_start(argv, out);
-    if (pid < 0) return 0;
-    struct timespec nap = {0, 200000};
-    for (;;) {
-        int status;
-        if (waitpid(pid, &status, WNOHANG) == pid) return 0;
-        long n = count_lines(log);
-        if (n >= lines && n >= 0) break;
-        nanosleep(&nap, NULL);
-    }
-    kill(pid, SIGKILL);
-    proc_wait(pid);
-    return 1;
+    return proc_kill_at_lines(argv, out, log, lines);
 }
 
 // Compares dir's outputs with the uninterrupted run's.
@@ -186,13 +164,13 @@ static void test_refusals(void) {
     // --resume of a finished run redoes only the end: same outputs, no new log lines.
     size_t nf0, nf1;
     char *final0 = read_all(saved, &nf0);
-    long lines0 = count_lines(log);
+    long lines0 = file_lines(log);
     rc = proc_run_fmt(out, "%s --resume %s", train_bin, ref);
     CHECK(rc == 0 && file_contains(out, "resuming"),
           "--resume of a finished run succeeds (exit %d, see %s)", rc, out);
     char *final1 = read_all(saved, &nf1);
     CHECK(final0 && final1 && nf0 == nf1 && !memcmp(final0, final1, nf0) &&
-              count_lines(log) == lines0,
+              file_lines(log) == lines0,
           "a finished run is not trained again (same final.bin, %ld log lines)", lines0);
     free(final0), free(final1);
 }
@@ -221,7 +199,7 @@ int main(void) {
     CHECK(rc == 0, "the uninterrupted run finishes (exit %d, see %s)", rc, out);
     char log[512];
     snprintf(log, sizeof log, "%s/ref/log.jsonl", tmp);
-    long total = count_lines(log);
+    long total = file_lines(log);
     CHECK(total == SFT_STEPS + RL_STEPS, "%d log lines (got %ld)", SFT_STEPS + RL_STEPS, total);
     if (rc == 0) {
         kill_resume("k_teacher", 0, -1, "killed while making the teacher's traces");

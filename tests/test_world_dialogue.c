@@ -18,6 +18,7 @@
 
 #include "bpe.h"
 #include "check.h"
+#include "proc.h"
 #include "model.h"
 #include "world.h"
 
@@ -213,6 +214,51 @@ static void test_program(const char *train, const char *ckpt) {
     free(p0), free(p1);
 }
 
+static int same_bytes(const char *a, const char *b) {
+    FILE *x = fopen(a, "rb"), *y = fopen(b, "rb");
+    int same = x && y, c;
+    while (same && (c = getc(x)) != EOF) same = c == getc(y);
+    same = same && getc(y) == EOF;
+    if (x) fclose(x);
+    if (y) fclose(y);
+    return same;
+}
+
+// A Llama run killed after its second RL step's log line (so its state after step 1 is saved) and
+// resumed ends with the bytes of a run that was never killed (the synthetic world's version is tests/test_resume.c).
+static void test_resume_llama(const char *train, const char *ckpt) {
+    char flags[2048], line[4096], *argv[128], ref[512], dir[512], log[600], out[600], a[600],
+        b[600];
+    snprintf(flags, sizeof flags,
+             "%s --world dialogue --init %s --train %s --val %s --test %s --sft-steps 0 "
+             "--direct --stage-steps 0,0,3 --G 2 --K 2 --p-local 1 --val-episodes 1 "
+             "--test-episodes 1 --max-batch 4 --horizons 2,2,2 --test-sessions 2 -q",
+             train, ckpt, FIX_CONV, FIX_CONV, FIX_CONV);
+    snprintf(ref, sizeof ref, "%s/resume_ref", tmpdir);
+    snprintf(dir, sizeof dir, "%s/resume_kill", tmpdir);
+    snprintf(out, sizeof out, "%s.txt", ref);
+    int rc = proc_run_fmt(out, "%s -o %s", flags, ref);
+    CHECK(rc == 0, "three RL steps on real dialogue: rc %d (see %s)", rc, out);
+    snprintf(line, sizeof line, "%s -o %s", flags, dir);
+    proc_split(line, argv, 128);
+    snprintf(log, sizeof log, "%s/log.jsonl", dir);
+    snprintf(out, sizeof out, "%s.killed.txt", dir);
+    int killed = proc_kill_at_lines(argv, out, log, 2);
+    if (!killed) printf("  note: the run ended before the kill\n");
+    snprintf(out, sizeof out, "%s.resume.txt", dir);
+    rc = proc_run_fmt(out, "%s --resume %s", train, dir);
+    CHECK(rc == 0, "the killed Llama run resumes: rc %d (see %s)", rc, out);
+    if (killed)
+        CHECK(file_contains(out, "resuming"), "it resumed from a saved state (see %s)", out);
+    const char *files[] = {"final.bin", "eval.jsonl"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(a, sizeof a, "%s/%s", ref, files[i]);
+        snprintf(b, sizeof b, "%s/%s", dir, files[i]);
+        CHECK(same_bytes(a, b), "killed%s and resumed: %s has the uninterrupted run's bytes",
+              killed ? "" : " (not in time)", files[i]);
+    }
+}
+
 int main(void) {
     const char *train = getenv("MEMR2_TRAIN");
     if (!train || !*train) train = "./train_cpu";
@@ -229,6 +275,7 @@ int main(void) {
     if (loaded && make_tiny("tiny", 0, 5, ckpt, sizeof ckpt) == 0) {
         test_world(ckpt, &ds);
         test_program(train, ckpt);
+        test_resume_llama(train, ckpt);
     }
     dataset_free(&ds);
     char cmd[600];
