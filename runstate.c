@@ -34,14 +34,12 @@ static int get(Cursor *c, void *dst, size_t bytes) {
     return 0;
 }
 
-static size_t fixed_bytes(void) {
-    return 2 * sizeof(uint32_t) + 7 * sizeof(int32_t) + 2 * sizeof(double) + sizeof(int64_t) +
-           sizeof(uint32_t) + 2 * sizeof(int32_t);
-}
+// The layout's fixed part (magic .. counts) is RUNSTATE_HEAD_BYTES, the head piece.
 _Static_assert(2 * sizeof(uint32_t) + 7 * sizeof(int32_t) + 2 * sizeof(double) +
                        sizeof(int64_t) + sizeof(uint32_t) + 2 * sizeof(int32_t) ==
                    RUNSTATE_HEAD_BYTES,
                "RUNSTATE_HEAD_BYTES is the layout's fixed part");
+static size_t fixed_bytes(void) { return RUNSTATE_HEAD_BYTES; }
 
 static void add_piece(RunStatePieces *out, const void *p, size_t bytes) {
     out->piece[out->n] = p;

@@ -93,6 +93,17 @@ static inline long file_lines(const char *path) {
     return lines;
 }
 
+// 1 if both files can be read and hold the same bytes.
+static inline int files_same(const char *a, const char *b) {
+    FILE *x = fopen(a, "rb"), *y = fopen(b, "rb");
+    int same = x && y, c;
+    while (same && (c = getc(x)) != EOF) same = c == getc(y);
+    same = same && getc(y) == EOF;
+    if (x) fclose(x);
+    if (y) fclose(y);
+    return same;
+}
+
 // Starts argv (output in out_file) and SIGKILLs it as soon as the file log has `lines` lines.
 // 1 if it was killed, 0 if it ended first (or did not start).
 static inline int proc_kill_at_lines(char *const argv[], const char *out_file, const char *log,

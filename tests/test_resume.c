@@ -44,14 +44,6 @@ static char *read_all(const char *path, size_t *n) {
     return b;
 }
 
-static int same_bytes(const char *a, const char *b) {
-    size_t na, nb;
-    char *x = read_all(a, &na), *y = read_all(b, &nb);
-    int same = x && y && na == nb && !memcmp(x, y, na);
-    free(x), free(y);
-    return same;
-}
-
 // The log without its timings ("time_s", "step_s", "tok_s_*": they differ between any two runs).
 static void strip_timings(char *s) {
     const char *keys[] = {"\"time_s\":", "\"step_s\":", "\"tok_s_"};
@@ -109,7 +101,7 @@ static void check_same_as_ref(const char *dir, const char *what) {
         char a[512], b[600];
         snprintf(a, sizeof a, "%s/ref/%s", tmp, files[i]);
         snprintf(b, sizeof b, "%s/%s", dir, files[i]);
-        CHECK(same_bytes(a, b), "%s: %s has the uninterrupted run's bytes", what, files[i]);
+        CHECK(files_same(a, b), "%s: %s has the uninterrupted run's bytes", what, files[i]);
     }
     char a[512], b[600];
     snprintf(a, sizeof a, "%s/ref/log.jsonl", tmp);

@@ -214,18 +214,9 @@ static void test_program(const char *train, const char *ckpt) {
     free(p0), free(p1);
 }
 
-static int same_bytes(const char *a, const char *b) {
-    FILE *x = fopen(a, "rb"), *y = fopen(b, "rb");
-    int same = x && y, c;
-    while (same && (c = getc(x)) != EOF) same = c == getc(y);
-    same = same && getc(y) == EOF;
-    if (x) fclose(x);
-    if (y) fclose(y);
-    return same;
-}
-
-// A Llama run killed after its second RL step's log line (so its state after step 1 is saved) and
-// resumed ends with the bytes of a run that was never killed (the synthetic world's version is tests/test_resume.c).
+// A Llama run killed after its second RL step's log line (so its state after step 1 is saved)
+// and resumed ends with the bytes of a run that was never killed (the synthetic world's
+// version is tests/test_resume.c).
 static void test_resume_llama(const char *train, const char *ckpt) {
     char flags[2048], line[4096], *argv[128], ref[512], dir[512], log[600], out[600], a[600],
         b[600];
@@ -254,7 +245,7 @@ static void test_resume_llama(const char *train, const char *ckpt) {
     for (int i = 0; i < 2; i++) {
         snprintf(a, sizeof a, "%s/%s", ref, files[i]);
         snprintf(b, sizeof b, "%s/%s", dir, files[i]);
-        CHECK(same_bytes(a, b), "killed%s and resumed: %s has the uninterrupted run's bytes",
+        CHECK(files_same(a, b), "killed%s and resumed: %s has the uninterrupted run's bytes",
               killed ? "" : " (not in time)", files[i]);
     }
 }
