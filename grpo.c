@@ -43,6 +43,7 @@ void grpo_config_default(GrpoConfig *c) {
     // the paper's; skip trained as well at ~40% less step time over 2 seeds (docs/design.md)
     // with fewer (cleaner) AdamW updates per step; AdamW divides out its ~3x larger gradient
     c->zero_adv = ZERO_ADV_DILUTE;
+    c->lookahead = 0;
 }
 
 // ---- 2. z-scores ---------------------------------------------------------------------------
@@ -245,12 +246,15 @@ int grpo_plan_local(const GrpoConfig *c, int G, int H, Rng *rng, int *session, i
 }
 
 // A local group compares actions taken in the very same state: every rerun of session t starts
-// from the bank the source rollout had when it ENTERED session t, i.e. after session t - 1.
-int grpo_local_lanes(const World *env, const Episode *ep, int K, int n_groups, const int *session,
-                     const int *src, const Lane *global, Lane *local) {
-    int made = 0;
+// from the bank the source rollout had when it ENTERED session t, i.e. after session t - 1. With
+// a lookahead the rerun plays on (same policy, unrecorded) so its reward also sees what its
+// writes cost in the next sessions; only session t's turns get the advantage.
+int grpo_local_lanes(const GrpoConfig *c, const World *env, const Episode *ep, int H,
+                     int n_groups, const int *session, const int *src, const Lane *global,
+                     Lane *local) {
+    int made = 0, K = c->K, ahead = c->lookahead > 0 ? c->lookahead : 0;
     for (int g = 0; g < n_groups; g++) {
-        int t = session[g];
+        int t = session[g], last = t + ahead < H ? t + ahead : H;
         const void *snap = lane_snapshot(&global[src[g]], t - 1);
         if (!snap) {
             fprintf(stderr, "grpo: rollout %d has no snapshot before session %d\n", src[g], t);
@@ -258,9 +262,10 @@ int grpo_local_lanes(const World *env, const Episode *ep, int K, int n_groups, c
         }
         for (int k = 0; k < K; k++, made++) {
             Lane *l = &local[g * K + k];
-            if (lane_init(l, env, ep, t, t, 0) != 0) goto fail;
+            if (lane_init(l, env, ep, t, last, 0) != 0) goto fail;
             lane_restore(l, snap);
             l->is_local = 1;
+            l->record_through = t;
         }
     }
     return 0;
@@ -429,37 +434,53 @@ done:
     return rc;
 }
 
-// Local part: K reruns of each planned session from its source's snapshot before it, each
-// scored on its own bank right after the session; ladv (n_groups * K) their z-scores per group.
-static int run_local(const GrpoConfig *c, const World *env, const Episode *ep, int n_groups,
-                     const int *session, const int *src, const Lane *global, const Actor *actor,
-                     Rng *rng, float *ladv, GrpoStepStats *st) {
-    int K = c->K, n = n_groups * K, rc = -1;
-    Lane *local = calloc((size_t)(n > 0 ? n : 1), sizeof *local);
+int grpo_local_advantages(const GrpoConfig *c, const World *env, const Episode *ep,
+                          int n_groups, const Lane *local, float *ladv, int *zero_std) {
+    int K = c->K, rc = -1;
     int *qidx = malloc(sizeof(int) * (size_t)(ep->n_qa > 0 ? ep->n_qa : 1));
-    float *rk = malloc(sizeof(float) * (size_t)K);
-    if (!local || !qidx || !rk) {
+    float *rk = malloc(sizeof(float) * (size_t)(K > 0 ? K : 1));
+    if (!qidx || !rk) {
+        fprintf(stderr, "grpo: out of memory scoring %d local groups\n", n_groups);
+        goto done;
+    }
+    *zero_std = 0;
+    for (int g = 0; g < n_groups; g++) {
+        int h = local[g * K].last_session, nq = grpo_active_questions(ep, h, qidx);
+        for (int k = 0; k < K; k++) {
+            rk[k] = (float)grpo_bank_reward(c, env, ep, &local[g * K + k].bank, h, qidx, nq, NULL);
+            if (isnan(rk[k])) goto done;  // the answerer failed (it said why)
+        }
+        *zero_std += grpo_zscore(rk, K, ladv + (size_t)g * K);
+    }
+    rc = 0;
+done:
+    free(qidx), free(rk);
+    return rc;
+}
+
+// Local part: K reruns of each planned session from its source's snapshot before it, scored
+// (grpo_local_advantages) into ladv (n_groups * K).
+static int run_local(const GrpoConfig *c, const World *env, const Episode *ep, int H,
+                     int n_groups, const int *session, const int *src, const Lane *global,
+                     const Actor *actor, Rng *rng, float *ladv, GrpoStepStats *st) {
+    int n = n_groups * c->K, rc = -1;
+    Lane *local = calloc((size_t)(n > 0 ? n : 1), sizeof *local);
+    if (!local) {
         fprintf(stderr, "grpo: out of memory for %d local lanes\n", n);
-        free(local), free(qidx), free(rk);
         return -1;
     }
-    if (grpo_local_lanes(env, ep, K, n_groups, session, src, global, local) != 0) goto done;
-    if (rollout_run(env, local, n, actor, rng, &st->reroll) != 0) goto free_lanes;
-    for (int g = 0; g < n_groups; g++) {
-        int t = session[g], nq = grpo_active_questions(ep, t, qidx);
-        for (int k = 0; k < K; k++)
-            rk[k] = (float)grpo_bank_reward(c, env, ep, &local[g * K + k].bank, t, qidx, nq, NULL);
-        for (int k = 0; k < K; k++)
-            if (isnan(rk[k])) goto free_lanes;  // the answerer failed (it said why)
-        st->zero_std_local += grpo_zscore(rk, K, ladv + (size_t)g * K);
+    if (grpo_local_lanes(c, env, ep, H, n_groups, session, src, global, local) != 0) {
+        free(local);
+        return -1;
     }
-    st->groups_local = n_groups;
-    mean_std(ladv, n, &st->adv_local_mean, &st->adv_local_std);
-    rc = 0;
-free_lanes:
+    if (rollout_run(env, local, n, actor, rng, &st->reroll) == 0 &&
+        grpo_local_advantages(c, env, ep, n_groups, local, ladv, &st->zero_std_local) == 0) {
+        st->groups_local = n_groups;
+        mean_std(ladv, n, &st->adv_local_mean, &st->adv_local_std);
+        rc = 0;
+    }
     for (int i = 0; i < n; i++) lane_free(&local[i]);
-done:
-    free(local), free(qidx), free(rk);
+    free(local);
     return rc;
 }
 
@@ -487,7 +508,7 @@ int grpo_collect(const GrpoConfig *c, const World *env, const Episode *ep, int H
     // 3. local groups, their reruns and advantages
     n_groups = grpo_plan_local(c, G, H, rng, session, src);
     if (n_groups > 0 &&
-        run_local(c, env, ep, n_groups, session, src, lanes, &a, rng, ladv, st) != 0)
+        run_local(c, env, ep, H, n_groups, session, src, lanes, &a, rng, ladv, st) != 0)
         goto done;
     st->turns_local = turns_count(tb) - st->turns_global;
     // 4. every turn's advantage and weight; what they say about the true mistakes

@@ -35,6 +35,9 @@ typedef struct {
     int ppo_epochs;      // passes over each batch with cached old log-probs (2)
     float lambda, rho;   // compression penalty weight and allowance (0.3, 0.7)
     ZeroAdvMode zero_adv;// (ZERO_ADV_DILUTE, the paper's)
+    int lookahead;       // sessions a local rerun goes on through after its own, unrecorded,
+                         // before it is scored (0, the paper's: scored right after it), so a
+                         // write's later cost (a stale duplicate) enters the local reward
 } GrpoConfig;
 
 void grpo_config_default(GrpoConfig *c);
@@ -116,11 +119,13 @@ typedef struct {
 // src[g] (room for H each); returns the number of groups (0 when c->local is 0 or K < 2).
 int grpo_plan_local(const GrpoConfig *c, int G, int H, Rng *rng, int *session, int *src);
 
-// Initialises local[g * K + k] (k < K) for every group g: a lane over session[g] alone whose
-// bank starts as global[src[g]]'s snapshot BEFORE that session (after session[g] - 1); the
-// global lanes must have snapshots. Returns 0, or -1 with every lane it made freed again.
-int grpo_local_lanes(const World *env, const Episode *ep, int K, int n_groups, const int *session,
-                     const int *src, const Lane *global, Lane *local);
+// Initialises local[g * K + k] (k < K) for every group g: a lane whose bank starts as
+// global[src[g]]'s snapshot BEFORE session t = session[g] (after t - 1), running sessions
+// t .. min(t + c->lookahead, H) and recording the turns of session t only; the global lanes must
+// have snapshots. Returns 0, or -1 with every lane it made freed again.
+int grpo_local_lanes(const GrpoConfig *c, const World *env, const Episode *ep, int H,
+                     int n_groups, const int *session, const int *src, const Lane *global,
+                     Lane *local);
 
 // Rewards of one bank after `h` sessions: mean F1 over the questions active at h (f1 of each
 // written to f1_out[k], k in qidx order, when not NULL) minus lambda * c(M), c the compression
@@ -129,6 +134,13 @@ int grpo_local_lanes(const World *env, const Episode *ep, int K, int n_groups, c
 int grpo_active_questions(const Episode *ep, int h, int *qidx);
 double grpo_bank_reward(const GrpoConfig *c, const World *env, const Episode *ep,
                         const MemoryBank *bank, int h, const int *qidx, int nq, float *f1_out);
+
+// Local advantages: each group g's K reruns local[g * K + k] scored on their own banks after
+// their last session h (grpo_bank_reward at h: the rerun session, or c->lookahead later), and
+// z-scored within the group into ladv[g * K + k]. *zero_std: groups without reward variance.
+// Returns 0, or -1 (stderr).
+int grpo_local_advantages(const GrpoConfig *c, const World *env, const Episode *ep,
+                          int n_groups, const Lane *local, float *ladv, int *zero_std);
 
 // Writes every turn's advantage and weight:
 //   global turn (is_local 0) of rollout `lane` in session t: A = gadv[lane * H + t - 1], w = 1;

@@ -349,8 +349,10 @@ static int run_lanes(const World *env, Lane *lanes, int n_lanes, const int *gid,
                 l->outputs++;
                 // the credit metric's ground truth, judged on the state the policy saw (the
                 // bank before this output is applied); only recorded turns need it
+                int record = a->record &&
+                             (!l->record_through || st.session <= l->record_through);
                 int mistakes = -1;
-                if (a->record)
+                if (record)
                     mistakes = role == ROLE_EXTRACT
                         ? credit_extract_mistakes(env, l->ep, st.session, st.chunk, g, glen)
                         : credit_manage_mistakes(env, l->ep, &l->bank, cs[i].facts,
@@ -373,7 +375,7 @@ static int run_lanes(const World *env, Lane *lanes, int n_lanes, const int *gid,
                     }
                 }
                 l->malformed += malformed;
-                if (a->record)
+                if (record)
                     turns_record(a->record, l, gid ? gid[i] : i, st.session, role,
                                  rb.prompts + (size_t)i * maxT, rb.prompt_len[i], g,
                                  a->kind == ACTOR_MODEL ? rb.gen_logp + (size_t)i * rb.stride

@@ -65,6 +65,9 @@ typedef struct {
     unsigned char *snapshots;
     LaneCounters *counters;
     int is_local;
+    // Sessions after this one are played but not recorded (0: every session is recorded): a
+    // local rerun that looks ahead goes on through later sessions only to be scored after them.
+    int record_through;
 } Lane;
 
 typedef enum { ACTOR_MODEL, ACTOR_TEACHER } ActorKind;

@@ -181,6 +181,8 @@ static void usage(FILE *f, const char *prog) {
 "  --G N                global rollouts (default %d)    --K N   local rerollouts (default %d)\n"
 "  --p-local X          probability a session gets a local group (default %g)\n"
 "  --omega X            weight of local turns (default %g)\n"
+"  --lookahead N        sessions a local rerun plays on, unrecorded, before it is scored, so\n"
+"                       its reward sees what its writes cost later (default %d, the paper's)\n"
 "  --reward MODE        session (per-session evidence attribution) | trajectory (session)\n"
 "  --beta-kl X --beta-ent X --eps-clip X --dual-clip X   (default %g %g %g %g)\n"
 "  --ppo-epochs N       (default %d; 0: measure each step's rewards, advantages and credit\n"
@@ -200,7 +202,7 @@ static void usage(FILE *f, const char *prog) {
             (unsigned long long)d.seed, d.out_dir, d.save_every, d.layers, d.heads, d.channels,
             d.max_seq, d.max_batch, d.sft_steps, d.sft_lr, d.sft_batch, d.teacher_noise, d.stage_steps[0],
             d.stage_steps[1], d.stage_steps[2], d.lr, d.grpo.G, d.grpo.K, d.grpo.p_local,
-            d.grpo.omega, d.grpo.beta_kl, d.grpo.beta_ent, d.grpo.eps_clip, d.grpo.dual_clip,
+            d.grpo.omega, d.grpo.lookahead, d.grpo.beta_kl, d.grpo.beta_ent, d.grpo.eps_clip, d.grpo.dual_clip,
             d.grpo.ppo_epochs, d.turns_per_update, d.grpo.lambda, d.grpo.rho,
             d.grpo.zero_adv == ZERO_ADV_SKIP ? "skip" : "dilute", d.eval_every,
             d.val_episodes, d.test_episodes);
@@ -295,7 +297,7 @@ enum {
     OPT_OMEGA, OPT_REWARD, OPT_BKL, OPT_BENT, OPT_EPS, OPT_DUAL, OPT_EPOCHS, OPT_TPU,
     OPT_LAMBDA, OPT_RHO, OPT_ZERO_ADV, OPT_SELECT, OPT_EVAL_EVERY, OPT_VAL_EPISODES, OPT_TEST_EPISODES, OPT_TEST_SESSIONS, OPT_INIT, OPT_SHOW_BANK,
     OPT_RESUME, OPT_OVERWRITE, OPT_SAVE_EVERY, OPT_MISTAKES, OPT_FLAWS,
-    OPT_WORLD, OPT_EPISODES, OPT_ANSWERER, OPT_HORIZONS,
+    OPT_WORLD, OPT_EPISODES, OPT_ANSWERER, OPT_HORIZONS, OPT_LOOKAHEAD,
 };
 
 static int parse_options(int argc, char **argv, Options *o) {
@@ -325,6 +327,7 @@ static int parse_options(int argc, char **argv, Options *o) {
         {"K", required_argument, 0, OPT_K},
         {"p-local", required_argument, 0, OPT_PLOCAL},
         {"omega", required_argument, 0, OPT_OMEGA},
+        {"lookahead", required_argument, 0, OPT_LOOKAHEAD},
         {"reward", required_argument, 0, OPT_REWARD},
         {"beta-kl", required_argument, 0, OPT_BKL},
         {"beta-ent", required_argument, 0, OPT_BENT},
@@ -395,6 +398,9 @@ static int parse_options(int argc, char **argv, Options *o) {
         case OPT_K: rc = parse_int("--K", optarg, 1, 256, &o->grpo.K); break;
         case OPT_PLOCAL: rc = parse_float("--p-local", optarg, 0, 1, &o->grpo.p_local); break;
         case OPT_OMEGA: rc = parse_float("--omega", optarg, 0, 100, &o->grpo.omega); break;
+        case OPT_LOOKAHEAD:
+            rc = parse_int("--lookahead", optarg, 0, 64, &o->grpo.lookahead);
+            break;
         case OPT_REWARD:
             if (!strcmp(optarg, "session")) o->grpo.reward_mode = REWARD_PER_SESSION;
             else if (!strcmp(optarg, "trajectory")) o->grpo.reward_mode = REWARD_TRAJECTORY;

@@ -1,30 +1,40 @@
 #!/usr/bin/env bash
-# dev/grpo_faults.sh: injects each wiring fault of issue 8 into grpo.c, one at a time, and shows
-# which check of tests/test_grpo_step.c fails (every fault must fail it), then restores grpo.c.
-# Run from the repository root with grpo.c committed:  dev/grpo_faults.sh
+# dev/grpo_faults.sh: injects each wiring fault of issue 8 into grpo.c (or rollout.c), one at a
+# time, and shows which check of tests/test_grpo_step.c fails (every fault must fail it), then
+# restores the file.
+# Run from the repository root with grpo.c and rollout.c committed:  dev/grpo_faults.sh
 set -u
 cd "$(dirname "$0")/.."
-git diff --quiet -- grpo.c || { echo "grpo.c has uncommitted changes: commit or stash them first"; exit 2; }
-trap 'git checkout -q -- grpo.c' EXIT
+git diff --quiet -- grpo.c rollout.c ||
+    { echo "grpo.c or rollout.c has uncommitted changes: commit or stash them first"; exit 2; }
+trap 'git checkout -q -- grpo.c rollout.c' EXIT
 names=("local turns ignoring omega" "local weight 0" "no KL reference passed"
        "every local advantage from lane 0" "global advantage ignoring the session"
-       "rerolls from the snapshot after t" "PPO scale 1/m -> 1")
+       "rerolls from the snapshot after t" "PPO scale 1/m -> 1"
+       "lookahead reruns stopping at their own session"
+       "lookahead reruns scored after their own session"
+       "lookahead sessions recorded")
+files=(grpo.c grpo.c grpo.c grpo.c grpo.c grpo.c grpo.c grpo.c grpo.c rollout.c)
 from=('pt->weight = ok ? c->omega : 0.0f;' 'pt->weight = ok ? c->omega : 0.0f;'
       'const float *ref = ref_lp ? ref_lp + pt->offset + pt->prompt_len : NULL;'
       'pt->advantage = ok ? ladv[pt->lane] : 0.0f;'
       'gadv[(size_t)pt->lane * H + (size_t)(pt->session - 1)]'
-      'lane_snapshot(&global[src[g]], t - 1)' 'float scale = 1.0f / (float)m;')
+      'lane_snapshot(&global[src[g]], t - 1)' 'float scale = 1.0f / (float)m;'
+      'last = t + ahead < H ? t + ahead : H;' 'int h = local[g * K].last_session'
+      '(!l->record_through || st.session <= l->record_through)')
 to=('pt->weight = ok ? 1.0f : 0.0f;' 'pt->weight = 0.0f;' 'const float *ref = NULL;'
     'pt->advantage = ok ? ladv[0] : 0.0f;' 'gadv[(size_t)pt->lane * H]'
-    'lane_snapshot(&global[src[g]], t)' 'float scale = 1.0f;')
+    'lane_snapshot(&global[src[g]], t)' 'float scale = 1.0f;'
+    'last = t;' 'int h = local[g * K].first_session' '1')
 caught=0
 for i in "${!names[@]}"; do
-    git checkout -q -- grpo.c
-    FROM="${from[$i]}" TO="${to[$i]}" /usr/bin/python3 -c '
+    git checkout -q -- grpo.c rollout.c
+    FILE="${files[$i]}" FROM="${from[$i]}" TO="${to[$i]}" /usr/bin/python3 -c '
 import os, sys
-s = open("grpo.c").read(); a, b = os.environ["FROM"], os.environ["TO"]
-if s.count(a) != 1: sys.exit("grpo.c: the fault site is gone: " + a)
-open("grpo.c", "w").write(s.replace(a, b))' || exit 2
+f, a, b = os.environ["FILE"], os.environ["FROM"], os.environ["TO"]
+s = open(f).read()
+if s.count(a) != 1: sys.exit(f + ": the fault site is gone: " + a)
+open(f, "w").write(s.replace(a, b))' || exit 2
     make -s build/rel/tests/test_grpo_step > /dev/null || exit 2
     out=$(build/rel/tests/test_grpo_step 2>&1)
     echo "== fault: ${names[$i]}"
@@ -32,7 +42,7 @@ open("grpo.c", "w").write(s.replace(a, b))' || exit 2
     printf '%s\n' "$out" | tail -n 1
     printf '%s\n' "$out" | grep -q '^FAIL' && caught=$((caught + 1))
 done
-git checkout -q -- grpo.c
+git checkout -q -- grpo.c rollout.c
 make -s build/rel/tests/test_grpo_step > /dev/null
 echo "faults caught: $caught of ${#names[@]}"
 [ "$caught" -eq "${#names[@]}" ]

@@ -6,7 +6,8 @@
 //   local turns ignoring omega, local weight 0, every local advantage taken from lane 0, the
 //   global advantage ignoring the session (grpo_assign_advantages); rerolls restored from the
 //   snapshot after t instead of before t (grpo_local_lanes); no KL reference passed and the
-//   PPO scale 1/m -> 1 (grpo_rows_grad).
+//   PPO scale 1/m -> 1 (grpo_rows_grad); a lookahead rerun scored after its own session instead
+//   of its last (grpo_local_advantages) or recording the sessions it only looks ahead through.
 // Fixture: data/fixtures/credit_tiny.json (run from the repository root, as make test does).
 #include <math.h>
 #include <stdio.h>
@@ -195,7 +196,10 @@ static void test_local_lanes(const Env *env, const Episode *ep) {
     enum { K = 2, NG = 2 };
     const int session[NG] = {1, 2}, src[NG] = {0, 0};
     Lane local[NG * K];
-    CHECK(grpo_local_lanes(&w, ep, K, NG, session, src, &g, local) == 0, "local lanes made");
+    GrpoConfig c;
+    grpo_config_default(&c);
+    c.K = K;
+    CHECK(grpo_local_lanes(&c, &w, ep, H, NG, session, src, &g, local) == 0, "local lanes made");
     unsigned char *copy = malloc(bytes);
     for (int gi = 0; gi < NG; gi++)
         for (int k = 0; k < K; k++) {
@@ -206,12 +210,60 @@ static void test_local_lanes(const Env *env, const Episode *ep) {
                       !memcmp(copy, lane_snapshot(&g, t - 1), bytes),
                   "rerun %d of session %d starts from the bank after session %d (%d memories)",
                   k, t, t - 1, memory_alive_count(&l->bank));
-            CHECK(l->first_session == t && l->last_session == t && l->is_local == 1,
+            CHECK(l->first_session == t && l->last_session == t && l->is_local == 1 &&
+                      l->record_through == t,
                   "rerun %d of session %d covers that session only, marked local", k, t);
+            lane_free(l);
+        }
+    // lookahead 1: session 1's reruns play on through session 2; session 2's stop at H = 2.
+    // Both record their own session only and start from the same snapshots as before.
+    c.lookahead = 1;
+    CHECK(grpo_local_lanes(&c, &w, ep, H, NG, session, src, &g, local) == 0, "lookahead lanes");
+    for (int gi = 0; gi < NG; gi++)
+        for (int k = 0; k < K; k++) {
+            Lane *l = &local[gi * K + k];
+            int t = session[gi], last = t + 1 < H ? t + 1 : H;
+            memory_snapshot(&l->bank, copy);
+            CHECK(l->first_session == t && l->last_session == last && l->record_through == t &&
+                      !memcmp(copy, lane_snapshot(&g, t - 1), bytes),
+                  "lookahead rerun %d of session %d: sessions %d..%d (want %d), records %d, "
+                  "starts after %d", k, t, l->first_session, l->last_session, last,
+                  l->record_through, t - 1);
             lane_free(l);
         }
     free(copy);
     lane_free(&g);
+}
+
+// ---- local rewards are read after the lane's last session ----------------------------------
+
+// A group of session 1 with lookahead 1 (lanes over sessions 1..2): rerun A holds the oracle's
+// bank, rerun B an empty one. The fixture's one question has its evidence in session 2, so it
+// is asked only when the group is scored after session 2: A must get the positive advantage.
+// Scored after session 1 instead (the lookahead ignored), no question is active and the
+// compression penalty alone ranks them the other way.
+static void test_local_advantages(const Env *env, const Episode *ep) {
+    World w;
+    world_synth_wrap(&w, env);
+    GrpoConfig c;
+    grpo_config_default(&c);
+    c.K = 2, c.lookahead = 1;
+    Lane l[2];
+    CHECK(lane_init(&l[0], &w, ep, 1, 2, 0) == 0 && lane_init(&l[1], &w, ep, 1, 2, 0) == 0,
+          "two lanes over sessions 1..2");
+    Actor oracle = {.kind = ACTOR_TEACHER, .max_seq = 256, .max_new_extract = 48,
+                    .max_new_manage = 64};
+    Rng rng;
+    rng_seed(&rng, 3);
+    CHECK(rollout_run(&w, &l[0], 1, &oracle, &rng, NULL) == 0, "the oracle runs lane A");
+    float ladv[2] = {0, 0};
+    int zero = -1;
+    CHECK(grpo_local_advantages(&c, &w, ep, 1, l, ladv, &zero) == 0 && zero == 0,
+          "the group is scored (zero-variance groups %d)", zero);
+    CHECK(ladv[0] > 0.9f && ladv[1] < -0.9f,
+          "the bank that answers the session-2 question wins (A %g, B %g)", ladv[0], ladv[1]);
+    lane_free(&l[0]);
+    lane_free(&l[1]);
 }
 
 // ---- the whole collection, with the noisy teacher as the actor (no model needed) -----------
@@ -280,6 +332,36 @@ static void test_collect(const Env *env, const Episode *ep) {
            "credit %.3f / %.3f\n", c.G, c.K, st.reward_mean, st.reward_std, st.zero_std_global,
            st.groups_global, st.zero_std_local, st.groups_local, st.credit_global,
            st.credit_local);
+    turns_free(&tb);
+}
+
+// With lookahead 1 the reruns of session 1 also play session 2, but only their own session's
+// turns are recorded: the same local turn count as without, one session per local lane.
+static void test_collect_lookahead(const Env *env, const Episode *ep) {
+    GrpoConfig c;
+    grpo_config_default(&c);
+    c.G = 6, c.K = 3, c.p_local = 1.0f, c.lookahead = 1;
+    int H = ep->n_sessions, chunks = 0;
+    for (int t = 1; t <= H; t++) chunks += env_num_chunks(env, ep, t);
+    Actor a = {.kind = ACTOR_TEACHER, .teacher_noise = 0.3f, .max_seq = 256,
+               .max_new_extract = 48, .max_new_manage = 64};
+    Rng rng;
+    rng_seed(&rng, 5);
+    TurnBuffer tb = {0};
+    GrpoStepStats st;
+    World w;
+    world_synth_wrap(&w, env);
+    CHECK(grpo_collect(&c, &w, ep, H, &a, &rng, &tb, &st) == 0, "grpo_collect with lookahead");
+    CHECK(st.groups_local == H && st.turns_local == c.K * 2 * chunks,
+          "lookahead: %d local turns recorded, want %d (the rerun sessions only)", st.turns_local,
+          c.K * 2 * chunks);
+    int n = turns_count(&tb), mixed = 0;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++)
+            mixed += tb.turns[i].is_local && tb.turns[j].is_local &&
+                     tb.turns[i].lane == tb.turns[j].lane &&
+                     tb.turns[i].session != tb.turns[j].session;
+    CHECK(mixed == 0, "every local lane recorded one session (%d mixed pairs)", mixed);
     turns_free(&tb);
 }
 
@@ -451,7 +533,9 @@ int main(void) {
         Vocab *v = vocab_build(&ds, 4096);
         env.vocab = v;
         test_local_lanes(&env, &ds.episodes[0]);
+        test_local_advantages(&env, &ds.episodes[0]);
         test_collect(&env, &ds.episodes[0]);
+        test_collect_lookahead(&env, &ds.episodes[0]);
         test_extract_mistakes(&env, &ds.episodes[0]);
         test_manage_mistakes(&env, &ds.episodes[0]);
         vocab_free(v);
