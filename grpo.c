@@ -248,7 +248,10 @@ int grpo_plan_local(const GrpoConfig *c, int G, int H, Rng *rng, int *session, i
 // A local group compares actions taken in the very same state: every rerun of session t starts
 // from the bank the source rollout had when it ENTERED session t, i.e. after session t - 1. With
 // a lookahead the rerun plays on (same policy, unrecorded) so its reward also sees what its
-// writes cost in the next sessions; only session t's turns get the advantage.
+// writes cost in the next sessions; only session t's turns get the advantage. The K reruns
+// play the look-ahead sessions on one shared sampling stream (common random numbers): where
+// their banks agree they sample the same continuation, so the group's reward spread comes from
+// session t rather than from independent luck afterwards.
 int grpo_local_lanes(const GrpoConfig *c, const World *env, const Episode *ep, int H,
                      int n_groups, const int *session, const int *src, const Lane *global,
                      Lane *local) {
@@ -266,6 +269,8 @@ int grpo_local_lanes(const GrpoConfig *c, const World *env, const Episode *ep, i
             lane_restore(l, snap);
             l->is_local = 1;
             l->record_through = t;
+            // the group's look-ahead shares one stream, beyond the lane ids of any step
+            if (ahead > 0) l->ahead_stream = GRPO_AHEAD_STREAM0 + g;
         }
     }
     return 0;

@@ -122,7 +122,10 @@ int grpo_plan_local(const GrpoConfig *c, int G, int H, Rng *rng, int *session, i
 // Initialises local[g * K + k] (k < K) for every group g: a lane whose bank starts as
 // global[src[g]]'s snapshot BEFORE session t = session[g] (after t - 1), running sessions
 // t .. min(t + c->lookahead, H) and recording the turns of session t only; the global lanes must
-// have snapshots. Returns 0, or -1 with every lane it made freed again.
+// have snapshots. With a lookahead, the K lanes of group g sample sessions after t from one
+// shared stream, Lane.ahead_stream = GRPO_AHEAD_STREAM0 + g. Returns 0, or -1 with every lane it
+// made freed again.
+#define GRPO_AHEAD_STREAM0 (1 << 24)
 int grpo_local_lanes(const GrpoConfig *c, const World *env, const Episode *ep, int H,
                      int n_groups, const int *session, const int *src, const Lane *global,
                      Lane *local);

@@ -61,6 +61,7 @@ static void turns_record(TurnBuffer *tb, const Lane *l, int lane, int session, i
 int lane_init(Lane *l, const World *env, const Episode *ep, int first, int last,
               int with_snapshots) {
     memset(l, 0, sizeof *l);
+    l->ahead_stream = -1;
     l->ep = ep;
     l->first_session = first;
     l->last_session = last;
@@ -310,7 +311,10 @@ static int run_lanes(const World *env, Lane *lanes, int n_lanes, const int *gid,
                     rb.prompt_len[i] = world_manage_prompt(env, l->ep, &l->bank, cs[i].facts,
                                                            cs[i].n_facts, &cs[i].shown, p,
                                                            prompt_max);
-                rb.seeds[i] = row_seed(base, gid ? gid[i] : i, k, role);
+                int stream = gid ? gid[i] : i;
+                if (l->ahead_stream >= 0 && st.session > l->first_session)
+                    stream = l->ahead_stream;
+                rb.seeds[i] = row_seed(base, stream, k, role);
                 rb.active[rb.n_active++] = i;
             }
             // 2. outputs: one batched model call, or the teacher lane by lane

@@ -68,6 +68,12 @@ typedef struct {
     // Sessions after this one are played but not recorded (0: every session is recorded): a
     // local rerun that looks ahead goes on through later sessions only to be scored after them.
     int record_through;
+    // -1 (lane_init's default): every session samples from the lane's own stream. >= 0: the
+    // sessions after first_session sample from this shared stream instead, so the K reruns of
+    // a local group play their look-ahead sessions with common random numbers (same prompt,
+    // same tokens) and their rewards differ by what their own session did, not by the luck
+    // of the continuation (docs/design.md, the LoGo-GRPO step).
+    int ahead_stream;
 } Lane;
 
 typedef enum { ACTOR_MODEL, ACTOR_TEACHER } ActorKind;

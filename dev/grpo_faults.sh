@@ -13,19 +13,23 @@ names=("local turns ignoring omega" "local weight 0" "no KL reference passed"
        "rerolls from the snapshot after t" "PPO scale 1/m -> 1"
        "lookahead reruns stopping at their own session"
        "lookahead reruns scored after their own session"
-       "lookahead sessions recorded")
-files=(grpo.c grpo.c grpo.c grpo.c grpo.c grpo.c grpo.c grpo.c grpo.c rollout.c)
+       "lookahead sessions recorded"
+       "lookahead reruns each on its own stream" "the shared stream from the rerun session on")
+files=(grpo.c grpo.c grpo.c grpo.c grpo.c grpo.c grpo.c grpo.c grpo.c rollout.c grpo.c rollout.c)
 from=('pt->weight = ok ? c->omega : 0.0f;' 'pt->weight = ok ? c->omega : 0.0f;'
       'const float *ref = ref_lp ? ref_lp + pt->offset + pt->prompt_len : NULL;'
       'pt->advantage = ok ? ladv[pt->lane] : 0.0f;'
       'gadv[(size_t)pt->lane * H + (size_t)(pt->session - 1)]'
       'lane_snapshot(&global[src[g]], t - 1)' 'float scale = 1.0f / (float)m;'
       'last = t + ahead < H ? t + ahead : H;' 'int h = local[g * K].last_session'
-      '(!l->record_through || st.session <= l->record_through)')
+      '(!l->record_through || st.session <= l->record_through)'
+      'if (ahead > 0) l->ahead_stream = GRPO_AHEAD_STREAM0 + g;'
+      'l->ahead_stream >= 0 && st.session > l->first_session')
 to=('pt->weight = ok ? 1.0f : 0.0f;' 'pt->weight = 0.0f;' 'const float *ref = NULL;'
     'pt->advantage = ok ? ladv[0] : 0.0f;' 'gadv[(size_t)pt->lane * H]'
     'lane_snapshot(&global[src[g]], t)' 'float scale = 1.0f;'
-    'last = t;' 'int h = local[g * K].first_session' '1')
+    'last = t;' 'int h = local[g * K].first_session' '1'
+    '(void)0;' 'l->ahead_stream >= 0')
 caught=0
 for i in "${!names[@]}"; do
     git checkout -q -- grpo.c rollout.c

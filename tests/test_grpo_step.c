@@ -20,6 +20,7 @@
 #include "world_synth.h"
 #include "grpo.h"
 #include "memory.h"
+#include "model.h"
 #include "rollout.h"
 #include "stats.h"
 #include "tests/check.h"
@@ -211,8 +212,9 @@ static void test_local_lanes(const Env *env, const Episode *ep) {
                   "rerun %d of session %d starts from the bank after session %d (%d memories)",
                   k, t, t - 1, memory_alive_count(&l->bank));
             CHECK(l->first_session == t && l->last_session == t && l->is_local == 1 &&
-                      l->record_through == t,
-                  "rerun %d of session %d covers that session only, marked local", k, t);
+                      l->record_through == t && l->ahead_stream == -1,
+                  "rerun %d of session %d covers that session only, marked local, own stream",
+                  k, t);
             lane_free(l);
         }
     // lookahead 1: session 1's reruns play on through session 2; session 2's stop at H = 2.
@@ -224,6 +226,9 @@ static void test_local_lanes(const Env *env, const Episode *ep) {
             Lane *l = &local[gi * K + k];
             int t = session[gi], last = t + 1 < H ? t + 1 : H;
             memory_snapshot(&l->bank, copy);
+            CHECK(l->ahead_stream == GRPO_AHEAD_STREAM0 + gi,
+                  "lookahead rerun %d of group %d: shared stream %d, want %d", k, gi,
+                  l->ahead_stream, GRPO_AHEAD_STREAM0 + gi);
             CHECK(l->first_session == t && l->last_session == last && l->record_through == t &&
                       !memcmp(copy, lane_snapshot(&g, t - 1), bytes),
                   "lookahead rerun %d of session %d: sessions %d..%d (want %d), records %d, "
@@ -363,6 +368,70 @@ static void test_collect_lookahead(const Env *env, const Episode *ep) {
                      tb.turns[i].session != tb.turns[j].session;
     CHECK(mixed == 0, "every local lane recorded one session (%d mixed pairs)", mixed);
     turns_free(&tb);
+}
+
+// Three lanes of a tiny random model from one (empty) bank over sessions 1..2, every turn
+// recorded. Session 2's extractor prompt is the dialogue alone, the same for every lane: with a
+// shared look-ahead stream the three lanes sample the same tokens there, while session 1 (their
+// own streams) differs; without it (ahead_stream -1) session 2 differs too.
+// The extractor turns of `session` of lanes 1 and 2 that differ (prompt or output) from lane
+// 0's turn of the same chunk (the n-th such turn of each lane).
+static int extract_outputs_differ(const TurnBuffer *tb, int session) {
+    const PolicyTurn *of[3][8];
+    int n[3] = {0, 0, 0}, differ = 0;
+    for (int i = 0; i < turns_count(tb); i++) {
+        const PolicyTurn *t = &tb->turns[i];
+        if (t->session == session && t->role == ROLE_EXTRACT && t->lane >= 0 && t->lane < 3 &&
+            n[t->lane] < 8)
+            of[t->lane][n[t->lane]++] = t;
+    }
+    for (int lane = 1; lane < 3; lane++) {
+        differ += n[lane] != n[0];
+        for (int c = 0; c < n[lane] && c < n[0]; c++) {
+            const PolicyTurn *t = of[lane][c], *u = of[0][c];
+            int len = t->prompt_len + t->out_len;
+            differ += len != u->prompt_len + u->out_len ||
+                      memcmp(tb->tokens + t->offset, tb->tokens + u->offset,
+                             sizeof(int) * (size_t)len) != 0;
+        }
+    }
+    return differ;
+}
+
+static void test_ahead_stream(const Env *env, const Episode *ep) {
+    ModelConfig cfg = {.V = vocab_size(env->vocab), .maxT = 256, .L = 1, .NH = 2, .C = 16};
+    Model *m = cpu_backend.create(&cfg, 4, 3);
+    CHECK(m != NULL, "create a tiny model");
+    if (!m || ep->n_sessions < 2) {
+        if (m) cpu_backend.destroy(m);
+        return;
+    }
+    World w;
+    world_synth_wrap(&w, env);
+    int differ[2][2];  // [shared?][session - 1]
+    for (int shared = 0; shared <= 1; shared++) {
+        Lane lanes[3];
+        TurnBuffer tb = {0};
+        for (int i = 0; i < 3; i++) {
+            CHECK(lane_init(&lanes[i], &w, ep, 1, 2, 0) == 0, "lane %d", i);
+            lanes[i].ahead_stream = shared ? GRPO_AHEAD_STREAM0 + 7 : -1;
+        }
+        Actor a = {.kind = ACTOR_MODEL, .be = &cpu_backend, .model = m, .temperature = 1.0f,
+                   .top_p = 1, .max_seq = cfg.maxT, .max_new_extract = 24, .max_new_manage = 24,
+                   .record = &tb};
+        Rng rng;
+        rng_seed(&rng, 9);
+        CHECK(rollout_run(&w, lanes, 3, &a, &rng, NULL) == 0, "rollout (shared %d)", shared);
+        for (int s = 1; s <= 2; s++) differ[shared][s - 1] = extract_outputs_differ(&tb, s);
+        for (int i = 0; i < 3; i++) lane_free(&lanes[i]);
+        turns_free(&tb);
+    }
+    CHECK(differ[1][0] > 0 && differ[1][1] == 0,
+          "shared look-ahead stream: session 1 differs across lanes (%d turns), session 2 is "
+          "the same (%d turns differ)", differ[1][0], differ[1][1]);
+    CHECK(differ[0][1] > 0, "own streams: session 2 differs across lanes (%d turns)",
+          differ[0][1]);
+    cpu_backend.destroy(m);
 }
 
 // ---- the loss of packed rows ---------------------------------------------------------------
@@ -536,6 +605,7 @@ int main(void) {
         test_local_advantages(&env, &ds.episodes[0]);
         test_collect(&env, &ds.episodes[0]);
         test_collect_lookahead(&env, &ds.episodes[0]);
+        test_ahead_stream(&env, &ds.episodes[0]);
         test_extract_mistakes(&env, &ds.episodes[0]);
         test_manage_mistakes(&env, &ds.episodes[0]);
         vocab_free(v);
