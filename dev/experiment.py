@@ -227,9 +227,9 @@ def main(out, base=None):
           "of groups without reward variance; credit = Pearson(advantage, -true mistakes); kl and "
           "clip of the PPO epochs; tokens = rollout + rerollout tokens per step):\n")
     print("| arm | stage (H) | steps | reward | zero-std global | zero-std local | credit global | "
-          "credit local | nonzero adv | kl mean / last | clip | ins/upd/noop per step | invalid "
+          "credit local | credit per unit global / local | nonzero adv | kl mean / last | clip | ins/upd/noop per step | invalid "
           "| tokens/step | step_s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
     def m(xs, k):
         v = [x[k] for x in xs if x.get(k) is not None]
@@ -245,7 +245,8 @@ def main(out, base=None):
             print(f"| {a} | {st} ({xs[0]['sessions']}) | {len(xs) // len(runs[a])} | "
                   f"{m(xs, 'reward_mean'):.3f} | {m(xs, 'frac_zero_std_global'):.2f} | "
                   f"{m(xs, 'frac_zero_std_local'):.2f} | {m(xs, 'credit_global'):.3f} | "
-                  f"{m(xs, 'credit_local'):.3f} | {m(xs, 'frac_nonzero_adv'):.2f} | "
+                  f"{m(xs, 'credit_local'):.3f} | {m(xs, 'credit_global_unit'):.2f} / "
+                  f"{m(xs, 'credit_local_unit'):.2f} | {m(xs, 'frac_nonzero_adv'):.2f} | "
                   f"{m(xs, 'kl'):.4f} / {m(lasts, 'kl'):.4f} | {m(xs, 'clip_frac'):.3f} | "
                   f"{m(xs, 'ops_insert'):.0f}/{m(xs, 'ops_update'):.0f}/{m(xs, 'ops_noop'):.0f} | "
                   f"{m(xs, 'ops_invalid'):.1f} | {tok:.0f} | {m(xs, 'step_s'):.1f} |")
