@@ -217,11 +217,17 @@ def main(out, base=None):
         shared = sorted({r["seed"] for r in runs[a]} & {r["seed"] for r in runs[base]})
         ra = [r for r in runs[a] if r["seed"] in shared]
         rb = [r for r in runs[base] if r["seed"] in shared]
-        cells = []
+        cells, seed_cells = [], []
         for h in hs:
             x, y = ep_mean(ra, "trained", h), ep_mean(rb, "trained", h)
             cells.append(fmt_ci([p - q for p, q in zip(x, y)]) if x and y and shared else "-")
+            # the variation over RL runs: per-seed mean F1 paired by seed (t with seeds - 1 df)
+            fa = {r["seed"]: r["ev"][("trained", h)]["f1"] for r in ra if ("trained", h) in r["ev"]}
+            fb = {r["seed"]: r["ev"][("trained", h)]["f1"] for r in rb if ("trained", h) in r["ev"]}
+            d = [fa[k] - fb[k] for k in shared if k in fa and k in fb]
+            seed_cells.append(fmt_ci(d) if len(d) > 1 else "-")
         print(f"| {a} - {base} (seeds {' '.join(map(str, shared))}) | " + " | ".join(cells) + " |")
+        print(f"| {a} - {base}, over seeds | " + " | ".join(seed_cells) + " |")
 
     print("\nRL diagnostics, means over the steps of each stage and over seeds (zero-std = share "
           "of groups without reward variance; credit = Pearson(advantage, -true mistakes); kl and "
