@@ -54,7 +54,7 @@ fi
 
 # One run: OUT/NAME-sSEED (resumed if it was killed, skipped if it finished).
 run_arm() {
-    local name=$1 seed=$2 flags=$3 dir="$OUT/$1-s$2" t0
+    local name=$1 seed=$2 flags=$3 dir="$OUT/$1-s$2" t0 run
     [ -f "$dir/eval.jsonl" ] && return 0
     t0=$(date +%s)
     if [ -f "$dir/run.args" ]; then
@@ -71,6 +71,9 @@ run_arm() {
 # JOBS runs at a time (default 1), each with its share of the cores: on 2 cores two one-thread
 # runs side by side finish sooner than two two-thread runs in a row (threads scale 1.4-1.9x).
 JOBS=${JOBS:-1}
+case "$JOBS" in
+    '' | *[!0-9]* | 0) echo "experiment.sh: JOBS must be a whole number >= 1, not '$JOBS'" >&2; exit 2 ;;
+esac
 if [ "$JOBS" -gt 1 ] && [ -z "${OMP_NUM_THREADS:-}" ]; then
     n=$(( $(nproc) / JOBS ))
     export OMP_NUM_THREADS=$(( n > 0 ? n : 1 ))

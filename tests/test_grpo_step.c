@@ -370,10 +370,6 @@ static void test_collect_lookahead(const Env *env, const Episode *ep) {
     turns_free(&tb);
 }
 
-// Three lanes of a tiny random model from one (empty) bank over sessions 1..2, every turn
-// recorded. Session 2's extractor prompt is the dialogue alone, the same for every lane: with a
-// shared look-ahead stream the three lanes sample the same tokens there, while session 1 (their
-// own streams) differs; without it (ahead_stream -1) session 2 differs too.
 // The extractor turns of `session` of lanes 1 and 2 that differ (prompt or output) from lane
 // 0's turn of the same chunk (the n-th such turn of each lane).
 static int extract_outputs_differ(const TurnBuffer *tb, int session) {
@@ -398,6 +394,10 @@ static int extract_outputs_differ(const TurnBuffer *tb, int session) {
     return differ;
 }
 
+// Three lanes of a tiny random model from one (empty) bank over sessions 1..2, every turn
+// recorded. Session 2's extractor prompt is the dialogue alone, the same for every lane: with a
+// shared look-ahead stream the three lanes sample the same tokens there, while session 1 (their
+// own streams) differs; without it (ahead_stream -1) session 2 differs too.
 static void test_ahead_stream(const Env *env, const Episode *ep) {
     ModelConfig cfg = {.V = vocab_size(env->vocab), .maxT = 256, .L = 1, .NH = 2, .C = 16};
     Model *m = cpu_backend.create(&cfg, 4, 3);
