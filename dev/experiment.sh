@@ -31,6 +31,11 @@ trajectory-logo --algo logo --reward trajectory
 trajectory-grpo --algo grpo --G 10 --reward trajectory
 trajectory-direct --algo logo --direct --reward trajectory"
 ARMS=${ARMS:-$DEFAULT_ARMS}
+# Checked before any work starts (a bad JOBS used to be found after the warm start).
+JOBS=${JOBS:-1}
+case "$JOBS" in
+    '' | *[!0-9]* | 0) echo "experiment.sh: JOBS must be a whole number >= 1, not '$JOBS'" >&2; exit 2 ;;
+esac
 mkdir -p "$OUT"
 if [ -z "${TRAIN:-}" ]; then
     make -s train_cpu gen_episodes
@@ -70,10 +75,6 @@ run_arm() {
 
 # JOBS runs at a time (default 1), each with its share of the cores: on 2 cores two one-thread
 # runs side by side finish sooner than two two-thread runs in a row (threads scale 1.4-1.9x).
-JOBS=${JOBS:-1}
-case "$JOBS" in
-    '' | *[!0-9]* | 0) echo "experiment.sh: JOBS must be a whole number >= 1, not '$JOBS'" >&2; exit 2 ;;
-esac
 if [ "$JOBS" -gt 1 ] && [ -z "${OMP_NUM_THREADS:-}" ]; then
     n=$(( $(nproc) / JOBS ))
     export OMP_NUM_THREADS=$(( n > 0 ? n : 1 ))
