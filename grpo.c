@@ -44,6 +44,7 @@ void grpo_config_default(GrpoConfig *c) {
     // with fewer (cleaner) AdamW updates per step; AdamW divides out its ~3x larger gradient
     c->zero_adv = ZERO_ADV_DILUTE;
     c->lookahead = 0;
+    c->local_reward = LOCAL_REWARD_RERUN;
 }
 
 // ---- 2. z-scores ---------------------------------------------------------------------------
@@ -255,7 +256,8 @@ int grpo_plan_local(const GrpoConfig *c, int G, int H, Rng *rng, int *session, i
 int grpo_local_lanes(const GrpoConfig *c, const World *env, const Episode *ep, int H,
                      int n_groups, const int *session, const int *src, const Lane *global,
                      Lane *local) {
-    int made = 0, K = c->K, ahead = c->lookahead > 0 ? c->lookahead : 0;
+    int made = 0, K = c->K;
+    int ahead = c->lookahead > 0 && c->local_reward == LOCAL_REWARD_RERUN ? c->lookahead : 0;
     for (int g = 0; g < n_groups; g++) {
         int t = session[g], last = t + ahead < H ? t + ahead : H;
         const void *snap = lane_snapshot(&global[src[g]], t - 1);
@@ -439,26 +441,57 @@ done:
     return rc;
 }
 
-int grpo_local_advantages(const GrpoConfig *c, const World *env, const Episode *ep,
-                          int n_groups, const Lane *local, float *ladv, int *zero_std) {
-    int K = c->K, rc = -1;
+// The splice reward of a rerun of session t from source rollout `source`: the source's final
+// bank with session t as the rerun played it, scored at H on the questions active there.
+// tmp: three banks of the lanes' shape (before t, source after t, the spliced bank).
+static double splice_reward(const GrpoConfig *c, const World *env, const Episode *ep, int H,
+                            const Lane *source, const Lane *rerun, MemoryBank *tmp,
+                            const int *qidx, int nq) {
+    int t = rerun->first_session;
+    const void *before = lane_snapshot(source, t - 1), *after = lane_snapshot(source, t);
+    if (!before || !after) {
+        fprintf(stderr, "grpo: the source rollout has no snapshots around session %d\n", t);
+        return NAN;
+    }
+    memory_restore(&tmp[0], before);
+    memory_restore(&tmp[1], after);
+    if (memory_splice(&tmp[2], &tmp[0], &tmp[1], &source->bank, &rerun->bank, t) < 0) return NAN;
+    return grpo_bank_reward(c, env, ep, &tmp[2], H, qidx, nq, NULL);
+}
+
+int grpo_local_advantages(const GrpoConfig *c, const World *env, const Episode *ep, int H,
+                          int n_groups, const int *src, const Lane *global, const Lane *local,
+                          float *ladv, int *zero_std) {
+    int K = c->K, rc = -1, splice = c->local_reward == LOCAL_REWARD_SPLICE, nb = 0;
     int *qidx = malloc(sizeof(int) * (size_t)(ep->n_qa > 0 ? ep->n_qa : 1));
     float *rk = malloc(sizeof(float) * (size_t)(K > 0 ? K : 1));
+    MemoryBank tmp[3];
     if (!qidx || !rk) {
         fprintf(stderr, "grpo: out of memory scoring %d local groups\n", n_groups);
         goto done;
     }
+    if (splice && n_groups > 0) {
+        if (!global || !src) {
+            fprintf(stderr, "grpo: the splice local reward needs the global rollouts\n");
+            goto done;
+        }
+        for (; nb < 3; nb++)
+            if (memory_init(&tmp[nb], local[0].bank.cap, local[0].bank.slot_len) != 0) goto done;
+    }
     *zero_std = 0;
     for (int g = 0; g < n_groups; g++) {
-        int h = local[g * K].last_session, nq = grpo_active_questions(ep, h, qidx);
+        int h = splice ? H : local[g * K].last_session, nq = grpo_active_questions(ep, h, qidx);
         for (int k = 0; k < K; k++) {
-            rk[k] = (float)grpo_bank_reward(c, env, ep, &local[g * K + k].bank, h, qidx, nq, NULL);
-            if (isnan(rk[k])) goto done;  // the answerer failed (it said why)
+            const Lane *l = &local[g * K + k];
+            rk[k] = (float)(splice ? splice_reward(c, env, ep, H, &global[src[g]], l, tmp, qidx, nq)
+                                   : grpo_bank_reward(c, env, ep, &l->bank, h, qidx, nq, NULL));
+            if (isnan(rk[k])) goto done;  // the answerer or the splice failed (it said why)
         }
         *zero_std += grpo_zscore(rk, K, ladv + (size_t)g * K);
     }
     rc = 0;
 done:
+    for (int i = 0; i < nb; i++) memory_free(&tmp[i]);
     free(qidx), free(rk);
     return rc;
 }
@@ -479,7 +512,8 @@ static int run_local(const GrpoConfig *c, const World *env, const Episode *ep, i
         return -1;
     }
     if (rollout_run(env, local, n, actor, rng, &st->reroll) == 0 &&
-        grpo_local_advantages(c, env, ep, n_groups, local, ladv, &st->zero_std_local) == 0) {
+        grpo_local_advantages(c, env, ep, H, n_groups, src, global, local, ladv,
+                              &st->zero_std_local) == 0) {
         st->groups_local = n_groups;
         mean_std(ladv, n, &st->adv_local_mean, &st->adv_local_std);
         rc = 0;

@@ -19,6 +19,12 @@ typedef enum { REWARD_PER_SESSION = 0, REWARD_TRAJECTORY = 1 } RewardMode;
 // so they count in the mean of the loss (1/m) and carry their KL and entropy terms; SKIP leaves
 // them out of the update, so the mean is over the turns that carry a signal.
 typedef enum { ZERO_ADV_DILUTE = 0, ZERO_ADV_SKIP = 1 } ZeroAdvMode;
+// What a local rerun of session t is scored on. RERUN (the paper's): its own bank right after t
+// (or after c->lookahead more sessions), on the questions active then. SPLICE: the source
+// rollout's FINAL bank with its session-t writes replaced by the rerun's (memory_splice), on
+// the questions active at the horizon H, so a write that only hurts later (a restatement that
+// goes stale) is priced in the session that made it, at no extra rollout tokens.
+typedef enum { LOCAL_REWARD_RERUN = 0, LOCAL_REWARD_SPLICE = 1 } LocalRewardMode;
 
 typedef struct {
     int G;               // global rollouts per episode (paper 16, default 8)
@@ -38,6 +44,8 @@ typedef struct {
     int lookahead;       // sessions a local rerun goes on through after its own, unrecorded,
                          // before it is scored (0, the paper's: scored right after it), so a
                          // write's later cost (a stale duplicate) enters the local reward
+                         // (not used by LOCAL_REWARD_SPLICE, which scores at H)
+    LocalRewardMode local_reward;  // (LOCAL_REWARD_RERUN, the paper's)
 } GrpoConfig;
 
 void grpo_config_default(GrpoConfig *c);
@@ -121,8 +129,8 @@ int grpo_plan_local(const GrpoConfig *c, int G, int H, Rng *rng, int *session, i
 
 // Initialises local[g * K + k] (k < K) for every group g: a lane whose bank starts as
 // global[src[g]]'s snapshot BEFORE session t = session[g] (after t - 1), running sessions
-// t .. min(t + c->lookahead, H) and recording the turns of session t only; the global lanes must
-// have snapshots. With a lookahead, the K lanes of group g sample sessions after t from one
+// t .. min(t + c->lookahead, H) (t alone under LOCAL_REWARD_SPLICE) and recording the turns of
+// session t only; the global lanes must have snapshots. With a lookahead, the K lanes of group g sample sessions after t from one
 // shared stream, Lane.ahead_stream = GRPO_AHEAD_STREAM0 + g. Returns 0, or -1 with every lane it
 // made freed again.
 #define GRPO_AHEAD_STREAM0 (1 << 24)
@@ -138,12 +146,16 @@ int grpo_active_questions(const Episode *ep, int h, int *qidx);
 double grpo_bank_reward(const GrpoConfig *c, const World *env, const Episode *ep,
                         const MemoryBank *bank, int h, const int *qidx, int nq, float *f1_out);
 
-// Local advantages: each group g's K reruns local[g * K + k] scored on their own banks after
-// their last session h (grpo_bank_reward at h: the rerun session, or c->lookahead later), and
-// z-scored within the group into ladv[g * K + k]. *zero_std: groups without reward variance.
+// Local advantages: each group g's K reruns local[g * K + k] scored and z-scored within the
+// group into ladv[g * K + k]. LOCAL_REWARD_RERUN: each rerun's own bank after its last session
+// h (grpo_bank_reward at h: the rerun session, or c->lookahead later). LOCAL_REWARD_SPLICE:
+// the bank memory_splice makes of the source rollout global[src[g]] (its snapshots before and
+// after session t and its final bank) and the rerun's bank, scored at the horizon H; global and
+// src are read only in this mode (NULL otherwise). *zero_std: groups without reward variance.
 // Returns 0, or -1 (stderr).
-int grpo_local_advantages(const GrpoConfig *c, const World *env, const Episode *ep,
-                          int n_groups, const Lane *local, float *ladv, int *zero_std);
+int grpo_local_advantages(const GrpoConfig *c, const World *env, const Episode *ep, int H,
+                          int n_groups, const int *src, const Lane *global, const Lane *local,
+                          float *ladv, int *zero_std);
 
 // Writes every turn's advantage and weight:
 //   global turn (is_local 0) of rollout `lane` in session t: A = gadv[lane * H + t - 1], w = 1;

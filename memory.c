@@ -166,6 +166,90 @@ int memory_apply(MemoryBank *m, const MemoryOp *op, int session, MemoryStats *st
 }
 
 // ---------------------------------------------------------------------------------------------
+// Splicing a session (contract in memory.h)
+
+static void copy_slot(MemoryBank *dst, int d, const MemoryBank *src, int s) {
+    memcpy(dst->tokens + (size_t)d * dst->slot_len, src->tokens + (size_t)s * src->slot_len,
+           (size_t)src->slot_len * sizeof(int));
+    dst->len[d] = src->len[s];
+    dst->session[d] = src->session[s];
+    dst->evidence[d] = src->evidence[s];
+    dst->alive[d] = 1;
+}
+
+static int same_fact(const MemoryBank *a, int i, const MemoryBank *b, int j) {
+    return a->len[i] == b->len[j] &&
+           memcmp(a->tokens + (size_t)i * a->slot_len, b->tokens + (size_t)j * b->slot_len,
+                  (size_t)a->len[i] * sizeof(int)) == 0;
+}
+
+// Puts rerun slot s into out at slot `want` if it is free, else the first free slot.
+static int place_slot(MemoryBank *out, int want, const MemoryBank *rerun, int s) {
+    int d = !out->alive[want] ? want : memory_first_free(out);
+    if (d < 0) return -1;
+    copy_slot(out, d, rerun, s);
+    return 0;
+}
+
+int memory_splice(MemoryBank *out, const MemoryBank *before, const MemoryBank *src_after,
+                  const MemoryBank *src_final, const MemoryBank *rerun_after, int t) {
+    const MemoryBank *in[4] = {before, src_after, src_final, rerun_after};
+    for (int b = 0; b < 4; b++) {
+        if (in[b]->cap != out->cap || in[b]->slot_len != out->slot_len) {
+            fprintf(stderr, "memory_splice: bank %d has shape cap %d slot_len %d, want %d %d\n",
+                    b, in[b]->cap, in[b]->slot_len, out->cap, out->slot_len);
+            return -1;
+        }
+    }
+    const int cap = out->cap;
+    memory_clear(out);
+    // the source's later sessions: every slot they wrote stays where it is
+    for (int j = 0; j < cap; j++)
+        if (src_final->alive[j] && src_final->session[j] > t) copy_slot(out, j, src_final, j);
+#define LATER(j) (src_final->alive[j] && src_final->session[j] > t)     // rewritten after t
+#define GONE(j) (!src_final->alive[j] && src_after->alive[j])           // deleted after t
+    // memories from before t, as the rerun left them, unless the source's later sessions
+    // rewrote or deleted them; one the source freed in t and reused later moves elsewhere
+    // (pending[j] = 1: rerun slot j still needs a slot of its own, placed last)
+    size_t n = (size_t)(cap > 0 ? cap : 1);
+    uint8_t *taken = calloc(n, 1), *pending = calloc(n, 1);
+    if (!taken || !pending) {
+        free(taken), free(pending);
+        fprintf(stderr, "memory_splice: out of memory (%d slots)\n", cap);
+        return -1;
+    }
+    for (int j = 0; j < cap; j++) {
+        if (!before->alive[j] || !rerun_after->alive[j] || GONE(j)) continue;
+        if (!LATER(j)) copy_slot(out, j, rerun_after, j);
+        else if (!src_after->alive[j]) pending[j] = 1;
+    }
+    // the rerun's inserts: one equal to a source insert of t (the same slot preferred) shares
+    // that memory's fate; the others are new memories
+    for (int j = 0; j < cap; j++) {
+        if (before->alive[j] || !rerun_after->alive[j]) continue;
+        int i = -1;
+        if (src_after->alive[j] && !taken[j] && same_fact(rerun_after, j, src_after, j)) i = j;
+        for (int k = 0; k < cap && i < 0; k++)
+            if (!before->alive[k] && src_after->alive[k] && !taken[k] &&
+                same_fact(rerun_after, j, src_after, k))
+                i = k;
+        if (i < 0) {
+            pending[j] = 1;
+            continue;
+        }
+        taken[i] = 1;
+        if (!LATER(i) && !GONE(i)) copy_slot(out, i, rerun_after, j);
+    }
+    int dropped = 0;
+    for (int j = 0; j < cap; j++)
+        if (pending[j] && place_slot(out, j, rerun_after, j) != 0) dropped++;
+    free(taken), free(pending);
+#undef LATER
+#undef GONE
+    return dropped;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Snapshots: the five arrays in layout order, so a snapshot of a bank from memory_init is an
 // image of its block (each array is still copied on its own so any bank struct works).
 

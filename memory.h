@@ -69,6 +69,25 @@ int memory_first_free(const MemoryBank *m);
 // byte-equal. Returns 0 if applied, -1 if counted as invalid or overflow.
 int memory_apply(MemoryBank *m, const MemoryOp *op, int session, MemoryStats *stats);
 
+// Splicing one session into a trajectory (LoGo-GRPO's splice local reward, docs/design.md):
+// the bank a source rollout would END with had its session t gone as a rerun of t played it.
+//   before      the source's bank before session t (after t - 1), where the rerun started
+//   src_after   the source's bank after session t
+//   src_final   the source's final bank (after its last session)
+//   rerun_after the rerun's bank after session t
+// out (same shape, overwritten) = src_final with the source's session-t writes replaced by the
+// rerun's. Slots are told apart by the session that last wrote them, so:
+//   - what the source wrote or deleted after t stays as it is (its later sessions win a clash);
+//   - every memory from before t that the source did not touch after t takes the rerun's
+//     version (kept, updated or deleted);
+//   - a memory the rerun inserted that equals one the source inserted in t (same tokens) IS that
+//     memory: it ends as the source's did (superseded or deleted later, or kept); any other
+//     rerun insert survives to the end, in its own slot if free, else in the first free one.
+// With rerun_after equal to src_after, out equals src_final byte for byte. Returns the number of
+// rerun memories that found no free slot (dropped), or -1 on a shape mismatch (stderr).
+int memory_splice(MemoryBank *out, const MemoryBank *before, const MemoryBank *src_after,
+                  const MemoryBank *src_final, const MemoryBank *rerun_after, int t);
+
 // Snapshots: a caller-owned buffer of memory_snapshot_bytes() bytes.
 size_t memory_snapshot_bytes(const MemoryBank *m);
 void memory_snapshot(const MemoryBank *m, void *buf);

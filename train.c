@@ -184,6 +184,9 @@ static void usage(FILE *f, const char *prog) {
 "  --lookahead N        sessions a local rerun plays on, unrecorded, before it is scored, so\n"
 "                       its reward sees what its writes cost later; a group's reruns share one\n"
 "                       sampling stream there (default %d, the paper's)\n"
+"  --local-reward MODE  rerun (a rerun's own bank after its session, the paper's) | splice\n"
+"                       (its source rollout's final bank with that session as the rerun\n"
+"                       played it, scored at the horizon; no --lookahead) (rerun)\n"
 "  --reward MODE        session (per-session evidence attribution) | trajectory (session)\n"
 "  --beta-kl X --beta-ent X --eps-clip X --dual-clip X   (default %g %g %g %g)\n"
 "  --ppo-epochs N       (default %d; 0: measure each step's rewards, advantages and credit\n"
@@ -298,7 +301,7 @@ enum {
     OPT_OMEGA, OPT_REWARD, OPT_BKL, OPT_BENT, OPT_EPS, OPT_DUAL, OPT_EPOCHS, OPT_TPU,
     OPT_LAMBDA, OPT_RHO, OPT_ZERO_ADV, OPT_SELECT, OPT_EVAL_EVERY, OPT_VAL_EPISODES, OPT_TEST_EPISODES, OPT_TEST_SESSIONS, OPT_INIT, OPT_SHOW_BANK,
     OPT_RESUME, OPT_OVERWRITE, OPT_SAVE_EVERY, OPT_MISTAKES, OPT_FLAWS,
-    OPT_WORLD, OPT_EPISODES, OPT_ANSWERER, OPT_HORIZONS, OPT_LOOKAHEAD,
+    OPT_WORLD, OPT_EPISODES, OPT_ANSWERER, OPT_HORIZONS, OPT_LOOKAHEAD, OPT_LOCAL_REWARD,
 };
 
 static int parse_options(int argc, char **argv, Options *o) {
@@ -329,6 +332,7 @@ static int parse_options(int argc, char **argv, Options *o) {
         {"p-local", required_argument, 0, OPT_PLOCAL},
         {"omega", required_argument, 0, OPT_OMEGA},
         {"lookahead", required_argument, 0, OPT_LOOKAHEAD},
+        {"local-reward", required_argument, 0, OPT_LOCAL_REWARD},
         {"reward", required_argument, 0, OPT_REWARD},
         {"beta-kl", required_argument, 0, OPT_BKL},
         {"beta-ent", required_argument, 0, OPT_BENT},
@@ -401,6 +405,14 @@ static int parse_options(int argc, char **argv, Options *o) {
         case OPT_OMEGA: rc = parse_float("--omega", optarg, 0, 100, &o->grpo.omega); break;
         case OPT_LOOKAHEAD:
             rc = parse_int("--lookahead", optarg, 0, 64, &o->grpo.lookahead);
+            break;
+        case OPT_LOCAL_REWARD:
+            if (!strcmp(optarg, "rerun")) o->grpo.local_reward = LOCAL_REWARD_RERUN;
+            else if (!strcmp(optarg, "splice")) o->grpo.local_reward = LOCAL_REWARD_SPLICE;
+            else {
+                fprintf(stderr, "error: --local-reward wants rerun or splice, got '%s'\n", optarg);
+                rc = -1;
+            }
             break;
         case OPT_REWARD:
             if (!strcmp(optarg, "session")) o->grpo.reward_mode = REWARD_PER_SESSION;
@@ -479,6 +491,11 @@ static int parse_options(int argc, char **argv, Options *o) {
     }
     if (rc == 0 && optind < argc) {
         fprintf(stderr, "error: unexpected argument '%s' (see --help)\n", argv[optind]);
+        rc = -1;
+    }
+    if (rc == 0 && o->grpo.local_reward == LOCAL_REWARD_SPLICE && o->grpo.lookahead > 0) {
+        fprintf(stderr, "error: --local-reward splice scores every rerun at the horizon already; "
+                        "it takes no --lookahead (got %d)\n", o->grpo.lookahead);
         rc = -1;
     }
     if (rc == 0 && o->algo == ALGO_GRPO) o->grpo.local = 0;

@@ -14,8 +14,11 @@ names=("local turns ignoring omega" "local weight 0" "no KL reference passed"
        "lookahead reruns stopping at their own session"
        "lookahead reruns scored after their own session"
        "lookahead sessions recorded"
-       "lookahead reruns each on its own stream" "the shared stream from the rerun session on")
-files=(grpo.c grpo.c grpo.c grpo.c grpo.c grpo.c grpo.c grpo.c grpo.c rollout.c grpo.c rollout.c)
+       "lookahead reruns each on its own stream" "the shared stream from the rerun session on"
+       "splice reruns scored on their own banks" "splice without the source's later sessions"
+       "splice reruns looking ahead")
+files=(grpo.c grpo.c grpo.c grpo.c grpo.c grpo.c grpo.c grpo.c grpo.c rollout.c grpo.c rollout.c
+       grpo.c grpo.c grpo.c)
 from=('pt->weight = ok ? c->omega : 0.0f;' 'pt->weight = ok ? c->omega : 0.0f;'
       'const float *ref = ref_lp ? ref_lp + pt->offset + pt->prompt_len : NULL;'
       'pt->advantage = ok ? ladv[pt->lane] : 0.0f;'
@@ -24,12 +27,16 @@ from=('pt->weight = ok ? c->omega : 0.0f;' 'pt->weight = ok ? c->omega : 0.0f;'
       'last = t + ahead < H ? t + ahead : H;' 'int h = local[g * K].last_session'
       '(!l->record_through || st.session <= l->record_through)'
       'if (ahead > 0) l->ahead_stream = GRPO_AHEAD_STREAM0 + g;'
-      'l->ahead_stream >= 0 && st.session > l->first_session')
+      'l->ahead_stream >= 0 && st.session > l->first_session'
+      'rk[k] = (float)(splice ? splice_reward' '&tmp[1], &source->bank, &rerun->bank'
+      'c->local_reward == LOCAL_REWARD_RERUN ? c->lookahead : 0')
 to=('pt->weight = ok ? 1.0f : 0.0f;' 'pt->weight = 0.0f;' 'const float *ref = NULL;'
     'pt->advantage = ok ? ladv[0] : 0.0f;' 'gadv[(size_t)pt->lane * H]'
     'lane_snapshot(&global[src[g]], t)' 'float scale = 1.0f;'
     'last = t;' 'int h = local[g * K].first_session' '1'
-    '(void)0;' 'l->ahead_stream >= 0')
+    '(void)0;' 'l->ahead_stream >= 0'
+    'rk[k] = (float)(0 ? splice_reward' '&tmp[1], &tmp[1], &rerun->bank'
+    'c->local_reward == LOCAL_REWARD_RERUN ? c->lookahead : c->lookahead')
 caught=0
 for i in "${!names[@]}"; do
     git checkout -q -- grpo.c rollout.c

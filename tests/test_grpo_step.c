@@ -7,7 +7,8 @@
 //   global advantage ignoring the session (grpo_assign_advantages); rerolls restored from the
 //   snapshot after t instead of before t (grpo_local_lanes); no KL reference passed and the
 //   PPO scale 1/m -> 1 (grpo_rows_grad); a lookahead rerun scored after its own session instead
-//   of its last (grpo_local_advantages) or recording the sessions it only looks ahead through.
+//   of its last (grpo_local_advantages) or recording the sessions it only looks ahead through;
+//   a splice rerun scored on its own bank instead of the spliced final one.
 // Fixture: data/fixtures/credit_tiny.json (run from the repository root, as make test does).
 #include <math.h>
 #include <stdio.h>
@@ -263,12 +264,84 @@ static void test_local_advantages(const Env *env, const Episode *ep) {
     CHECK(rollout_run(&w, &l[0], 1, &oracle, &rng, NULL) == 0, "the oracle runs lane A");
     float ladv[2] = {0, 0};
     int zero = -1;
-    CHECK(grpo_local_advantages(&c, &w, ep, 1, l, ladv, &zero) == 0 && zero == 0,
+    CHECK(grpo_local_advantages(&c, &w, ep, 2, 1, NULL, NULL, l, ladv, &zero) == 0 && zero == 0,
           "the group is scored (zero-variance groups %d)", zero);
     CHECK(ladv[0] > 0.9f && ladv[1] < -0.9f,
           "the bank that answers the session-2 question wins (A %g, B %g)", ladv[0], ladv[1]);
     lane_free(&l[0]);
     lane_free(&l[1]);
+}
+
+// ---- the splice local reward prices a write where it is made --------------------------------
+
+// Source: the oracle through both sessions (it updates leo's job in session 2). A group of
+// session 1 with two reruns: A plays the oracle's session 1; B does the same and also restates
+// "leo works as a baker" as a new slot. Right after session 1 no question is active and with
+// lambda 0 the two reruns tie (the rerun reward: no signal). Spliced into the source, B's extra
+// slot survives to the end as a stale SET, which the reader ranks above the source's "now
+// nurse , previously baker": B answers the session-2 question wrong, so A must win.
+static void test_splice_advantages(const Env *env, const Episode *ep) {
+    World w;
+    world_synth_wrap(&w, env);
+    GrpoConfig c;
+    grpo_config_default(&c);
+    c.K = 2, c.lambda = 0.0f, c.local_reward = LOCAL_REWARD_SPLICE;
+    c.lookahead = 1;  // ignored: a splice rerun plays its own session only
+    Actor oracle = {.kind = ACTOR_TEACHER, .max_seq = 256, .max_new_extract = 48,
+                    .max_new_manage = 64};
+    Rng rng;
+    rng_seed(&rng, 3);
+    Lane src, l[2];
+    CHECK(lane_init(&src, &w, ep, 1, 2, 1) == 0 && rollout_run(&w, &src, 1, &oracle, &rng, NULL) == 0,
+          "the oracle's source rollout over sessions 1..2");
+    int session = 1, source = 0;
+    CHECK(grpo_local_lanes(&c, &w, ep, 2, 1, &session, &source, &src, l) == 0 &&
+              l[0].last_session == 1 && l[1].last_session == 1,
+          "splice reruns play their own session only");
+    CHECK(rollout_run(&w, l, 2, &oracle, &rng, NULL) == 0, "the oracle plays both reruns");
+    int fact[16], n = vocab_encode(env->vocab, "leo works as a baker", fact, 16);
+    MemoryOp op = {.kind = OP_INSERT, .slot = -1, .fact = fact, .fact_len = n,
+                   .evidence = DIA_CODE(1, 1)};
+    CHECK(n == 5 && memory_apply(&l[1].bank, &op, 1, NULL) == 0, "rerun B restates leo's job");
+    float ladv[2] = {0, 0};
+    int zero = -1;
+    CHECK(grpo_local_advantages(&c, &w, ep, 2, 1, &source, &src, l, ladv, &zero) == 0 &&
+              zero == 0,
+          "the spliced group is scored (zero-variance groups %d)", zero);
+    CHECK(ladv[0] > 0.9f && ladv[1] < -0.9f,
+          "the restatement loses once spliced into the trajectory (A %g, B %g)", ladv[0], ladv[1]);
+    c.local_reward = LOCAL_REWARD_RERUN;
+    CHECK(grpo_local_advantages(&c, &w, ep, 2, 1, NULL, NULL, l, ladv, &zero) == 0 && zero == 1,
+          "scored on the reruns' own banks after session 1 the two tie (zero-variance %d)", zero);
+    lane_free(&src), lane_free(&l[0]), lane_free(&l[1]);
+}
+
+// grpo_collect with the splice reward: the reruns record one session each, and every group's
+// advantages sum to 0.
+static void test_collect_splice(const Env *env, const Episode *ep) {
+    GrpoConfig c;
+    grpo_config_default(&c);
+    c.G = 6, c.K = 3, c.p_local = 1.0f, c.local_reward = LOCAL_REWARD_SPLICE;
+    c.lookahead = 1;  // ignored: a splice rerun plays its own session only
+    int H = ep->n_sessions, chunks = 0;
+    for (int t = 1; t <= H; t++) chunks += env_num_chunks(env, ep, t);
+    Actor a = {.kind = ACTOR_TEACHER, .teacher_noise = 0.3f, .max_seq = 256,
+               .max_new_extract = 48, .max_new_manage = 64};
+    Rng rng;
+    rng_seed(&rng, 5);
+    TurnBuffer tb = {0};
+    GrpoStepStats st;
+    World w;
+    world_synth_wrap(&w, env);
+    CHECK(grpo_collect(&c, &w, ep, H, &a, &rng, &tb, &st) == 0, "grpo_collect with splice");
+    CHECK(st.groups_local == H && st.turns_local == c.K * 2 * chunks,
+          "splice: %d local groups, %d local turns (want %d, %d)", st.groups_local,
+          st.turns_local, H, c.K * 2 * chunks);
+    CHECK(fabs(st.adv_local_mean) < 1e-5, "splice: local advantages centred (mean %g)",
+          st.adv_local_mean);
+    CHECK(st.groups_local > st.zero_std_local, "splice: some group has a reward spread (%d of %d "
+          "zero)", st.zero_std_local, st.groups_local);
+    turns_free(&tb);
 }
 
 // ---- the whole collection, with the noisy teacher as the actor (no model needed) -----------
@@ -605,6 +678,8 @@ int main(void) {
         test_local_advantages(&env, &ds.episodes[0]);
         test_collect(&env, &ds.episodes[0]);
         test_collect_lookahead(&env, &ds.episodes[0]);
+        test_splice_advantages(&env, &ds.episodes[0]);
+        test_collect_splice(&env, &ds.episodes[0]);
         test_ahead_stream(&env, &ds.episodes[0]);
         test_extract_mistakes(&env, &ds.episodes[0]);
         test_manage_mistakes(&env, &ds.episodes[0]);

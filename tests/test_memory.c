@@ -5,6 +5,8 @@
 //      must agree slot by slot and counter by counter; snapshot, more ops, restore gives the same
 //      bytes and the same behaviour when the ops are replayed.
 //   2. Hand cases: overflow and bad ids counted, truncation, init failures, the text dump.
+//   4. (after BM25) Splicing a session into a trajectory: a hand case per rule of memory.h, and
+//      splicing a session back into its own trajectory changes nothing.
 //   3. BM25: a hand-computed example, then random banks (with and without a stop-word mask,
 //      small vocabularies for many exact ties, k beyond the top-k stack buffer, a bank dense
 //      enough to take memory.c's second-pass path) against a brute-force scorer.
@@ -574,6 +576,127 @@ static void test_bm25_dense(void) {
     memory_free(&m);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Splicing a session (memory_splice): hand cases for each rule, then the identity property.
+
+// Writes fact {a, b} (b = 0: a one-word fact) with op kind into bank m in `session`.
+static void put(MemoryBank *m, OpKind kind, int slot, int a, int b, int session) {
+    int fact[2] = {a, b};
+    MemoryOp op = {.kind = kind, .slot = slot, .fact = fact, .fact_len = b ? 2 : 1,
+                   .evidence = DIA_CODE(session, 1)};
+    CHECK(memory_apply(m, &op, session, NULL) == 0, "hand op %d on slot %d", (int)kind, slot);
+}
+
+// Slot s of m holds the fact {a, b} written in `session` (a = 0: the slot is free).
+static void want_slot(const char *what, const MemoryBank *m, int s, int a, int b, int session) {
+    const int *row = m->tokens + (size_t)s * m->slot_len;
+    int len = a == 0 ? 0 : b ? 2 : 1;
+    int ok = m->alive[s] == (a != 0) && m->len[s] == len && (a == 0 || row[0] == a) &&
+             (len < 2 || row[1] == b) && (a == 0 || m->session[s] == session);
+    CHECK(ok, "splice, %s: slot %d holds alive %d len %d [%d %d] s%d, want [%d %d] s%d", what, s,
+          m->alive[s], m->len[s], row[0], m->slot_len > 1 ? row[1] : 0, m->session[s], a, b,
+          session);
+}
+
+// Source: session 1 writes A = {1,2}, B = {3,4}, C = {5} (slots 0-2); session t = 2 updates A to
+// {1,9}, inserts D = {6} (slot 3) and G = {11} (slot 4), deletes C; session 3 updates D to {6,7}
+// and inserts E = {8} into slot 2 (freed in session 2). Rerun of session 2 from the same start:
+// keeps A and C, updates B to {3,9}, deletes nothing, inserts D = {6} (the source's D) and
+// F = {10}. Spliced: A as the rerun left it; B', the rerun's update; E and D' from session 3 in
+// their slots (D' supersedes the rerun's D, which IS the source's D); C moved out of slot 2 (the
+// source freed it in session 2 and reused the slot later) to the first free slot; F, a new
+// memory, after it; G gone (only the source inserted it).
+static void test_splice_hand(void) {
+    MemoryBank before, src_after, src_final, rerun, out, small;
+    CHECK(!memory_init(&before, 8, 4) && !memory_init(&src_after, 8, 4) &&
+          !memory_init(&src_final, 8, 4) && !memory_init(&rerun, 8, 4) &&
+          !memory_init(&out, 8, 4) && !memory_init(&small, 4, 4), "splice banks");
+    put(&before, OP_INSERT, -1, 1, 2, 1);
+    put(&before, OP_INSERT, -1, 3, 4, 1);
+    put(&before, OP_INSERT, -1, 5, 0, 1);
+    memory_copy(&src_after, &before);
+    put(&src_after, OP_UPDATE, 0, 1, 9, 2);
+    put(&src_after, OP_INSERT, -1, 6, 0, 2);  // slot 3
+    put(&src_after, OP_INSERT, -1, 11, 0, 2); // slot 4
+    put(&src_after, OP_DELETE, 2, 0, 0, 2);
+    memory_copy(&src_final, &src_after);
+    put(&src_final, OP_UPDATE, 3, 6, 7, 3);
+    put(&src_final, OP_INSERT, -1, 8, 0, 3);  // slot 2, freed in session 2
+    memory_copy(&rerun, &before);
+    put(&rerun, OP_UPDATE, 1, 3, 9, 2);
+    put(&rerun, OP_INSERT, -1, 6, 0, 2);      // slot 3
+    put(&rerun, OP_INSERT, -1, 10, 0, 2);     // slot 4
+    CHECK(memory_splice(&out, &before, &src_after, &src_final, &rerun, 2) == 0,
+          "splice: nothing dropped");
+    want_slot("A kept by the rerun", &out, 0, 1, 2, 1);
+    want_slot("B updated by the rerun", &out, 1, 3, 9, 2);
+    want_slot("E written later", &out, 2, 8, 0, 3);
+    want_slot("D' written later, over the shared D", &out, 3, 6, 7, 3);
+    want_slot("C moved out of a slot reused later", &out, 4, 5, 0, 1);
+    want_slot("F, the rerun's own insert", &out, 5, 10, 0, 2);
+    want_slot("G, only the source's", &out, 6, 0, 0, 0);
+    CHECK(memory_alive_count(&out) == 6, "splice: %d memories, want 6", memory_alive_count(&out));
+    // a rerun that deletes B, which the source left alone: B is gone at the end
+    memory_copy(&rerun, &before);
+    put(&rerun, OP_DELETE, 1, 0, 0, 2);
+    CHECK(memory_splice(&out, &before, &src_after, &src_final, &rerun, 2) == 0, "splice 2");
+    want_slot("B deleted by the rerun, C moved into its free slot", &out, 1, 5, 0, 1);
+    want_slot("A as before", &out, 0, 1, 2, 1);
+    CHECK(memory_alive_count(&out) == 4, "splice 2: %d memories, want A C E D'",
+          memory_alive_count(&out));
+    // no room: a full bank drops what has no slot and says how many
+    for (int i = 0; i < 8; i++)
+        put(&src_final, src_final.alive[i] ? OP_UPDATE : OP_INSERT, i, 20 + i, 0, 3);
+    memory_copy(&rerun, &before);
+    put(&rerun, OP_INSERT, -1, 10, 0, 2);
+    // (C as well: the rerun kept it, its slot is taken and there is no other)
+    CHECK(memory_splice(&out, &before, &src_after, &src_final, &rerun, 2) == 2,
+          "splice into a full bank drops the rerun's two memories without a slot (C and F)");
+    CHECK(memory_splice(&small, &before, &src_after, &src_final, &rerun, 2) == -1,
+          "splice: a shape mismatch is refused");
+    memory_free(&before), memory_free(&src_after), memory_free(&src_final);
+    memory_free(&rerun), memory_free(&out), memory_free(&small);
+}
+
+// Whatever a source trajectory did, splicing in a rerun that did exactly what the source did in
+// session t gives the source's final bank byte for byte.
+static void test_splice_identity(void) {
+    enum { CAP = 10, LEN = 3, S = 6, TRIALS = 300 };
+    Rng rng;
+    rng_seed(&rng, 99);
+    MemoryBank bank, out, snaps[S + 1];
+    CHECK(!memory_init(&bank, CAP, LEN) && !memory_init(&out, CAP, LEN), "identity banks");
+    for (int s = 0; s <= S; s++) CHECK(!memory_init(&snaps[s], CAP, LEN), "snapshot bank %d", s);
+    size_t bytes = memory_snapshot_bytes(&bank);
+    unsigned char *a = malloc(bytes), *b = malloc(bytes);
+    int fact_buf[REF_MAXLEN + 8], diffs = 0, busy = 0;
+    for (int trial = 0; trial < TRIALS && a && b; trial++) {
+        memory_clear(&bank);
+        memory_copy(&snaps[0], &bank);
+        for (int s = 1; s <= S; s++) {
+            int n_ops = (int)rng_below(&rng, 5);
+            for (int i = 0; i < n_ops; i++) {
+                MemoryOp op = random_op(&rng, &bank, 8, fact_buf);
+                memory_apply(&bank, &op, s, NULL);
+            }
+            memory_copy(&snaps[s], &bank);
+        }
+        int t = 1 + (int)rng_below(&rng, S);
+        busy += memcmp(snaps[t].alive, snaps[t - 1].alive, CAP) != 0;
+        memory_splice(&out, &snaps[t - 1], &snaps[t], &bank, &snaps[t], t);
+        memory_snapshot(&out, a);
+        memory_snapshot(&bank, b);
+        diffs += memcmp(a, b, bytes) != 0;
+    }
+    CHECK(a && b && diffs == 0, "splicing a session back into its own trajectory changed %d of %d "
+          "final banks", diffs, TRIALS);
+    CHECK(busy > TRIALS / 4, "the random trajectories insert or delete in the spliced session "
+          "(%d of %d)", busy, TRIALS);
+    free(a), free(b);
+    memory_free(&bank), memory_free(&out);
+    for (int s = 0; s <= S; s++) memory_free(&snaps[s]);
+}
+
 int main(void) {
     test_property();
     test_hand_ops();
@@ -583,5 +706,7 @@ int main(void) {
     test_bm25_random(200, 24, 30, 30, 8);
     test_bm25_random(600, 6, 4, 600, 9);  // k beyond the top-k stack buffer
     test_bm25_dense();
+    test_splice_hand();
+    test_splice_identity();
     return check_summary("test_memory");
 }
