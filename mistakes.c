@@ -61,18 +61,30 @@ static const char *speaker_of(const Episode *ep, int s, int dia) {
     return NULL;
 }
 
-// Does the bank assert value v (a SET or CHANGE, not "no longer") of (p, attr)?
-static int bank_asserts(const Env *env, const MemoryBank *bank, const char *p, int attr,
-                        const char *v) {
+// The slots asserting value v (a SET or CHANGE, not "no longer") of (p, attr): returns how
+// many; of them, *before were last written before session s and *set_now are SETs written in s.
+static int count_asserting(const Env *env, const MemoryBank *bank, const char *p, int attr,
+                           const char *v, int s, int *before, int *set_now) {
+    int n = 0;
+    *before = *set_now = 0;
     for (int i = 0; i < bank->cap; i++) {
         EnvFact f;
         if (!bank->alive[i] ||
             !env_parse_fact(env->vocab, bank->tokens + (size_t)i * bank->slot_len, bank->len[i],
                             &f))
             continue;
-        if (f.type != GR_END && f.attr == attr && !strcmp(f.p, p) && !strcmp(f.v, v)) return 1;
+        if (f.type == GR_END || f.attr != attr || strcmp(f.p, p) || strcmp(f.v, v)) continue;
+        n++;
+        *before += bank->session[i] < s;
+        *set_now += bank->session[i] == s && f.type == GR_SET;
     }
-    return 0;
+    return n;
+}
+
+static int bank_asserts(const Env *env, const MemoryBank *bank, const char *p, int attr,
+                        const char *v) {
+    int before, set_now;
+    return count_asserting(env, bank, p, attr, v, 0, &before, &set_now) > 0;
 }
 
 int mistakes_add_session(const Env *env, const Episode *ep, int s, const TurnBuffer *tb, int lane,
@@ -112,6 +124,11 @@ int mistakes_add_session(const Env *env, const Episode *ep, int s, const TurnBuf
         } else if (f.type == GR_END) {
             mc->ends++;
             mc->missing_end += bank_asserts(env, bank, f.p, f.attr, f.o);
+        } else {  // a SET: a restatement when a slot from before s holds the value already
+            int before, set_now;
+            count_asserting(env, bank, f.p, f.attr, f.v, s, &before, &set_now);
+            mc->restates += before > 0;
+            mc->restate_dup += before > 0 && set_now > 0;
         }
     }
     // extractor facts that match no gold fact: the right fact about the wrong person?
@@ -135,6 +152,7 @@ void mistakes_sum(MistakeCounts *into, const MistakeCounts *x) {
     into->extracted += x->extracted, into->wrong_speaker += x->wrong_speaker;
     into->wrong_other += x->wrong_other, into->changes += x->changes, into->dup += x->dup;
     into->stale += x->stale, into->ends += x->ends, into->missing_end += x->missing_end;
+    into->restates += x->restates, into->restate_dup += x->restate_dup;
 }
 
 static double rate(long k, long n) { return n > 0 ? (double)k / (double)n : 0.0; }
@@ -143,10 +161,10 @@ void mistakes_print(const MistakeCounts *m, const char *policy, int first, int l
     fprintf(f,
             "mistakes policy=%s sessions=%d-%d facts=%ld missed=%.4f missed_first=%.4f "
             "missed_third=%.4f extracted=%ld wrong_speaker=%.4f wrong_other=%.4f changes=%ld "
-            "dup=%.4f stale=%.4f ends=%ld missing_end=%.4f\n",
+            "dup=%.4f stale=%.4f ends=%ld missing_end=%.4f restates=%ld restate_dup=%.4f\n",
             policy, first, last, m->facts, rate(m->missed, m->facts),
             rate(m->missed_first, m->facts_first), rate(m->missed_third, m->facts_third),
             m->extracted, rate(m->wrong_speaker, m->extracted), rate(m->wrong_other, m->extracted),
             m->changes, rate(m->dup, m->changes), rate(m->stale, m->changes), m->ends,
-            rate(m->missing_end, m->ends));
+            rate(m->missing_end, m->ends), m->restates, rate(m->restate_dup, m->restates));
 }

@@ -12,7 +12,10 @@
 //   management  for each CHANGE the extractor did write: the new value is in the bank after t
 //               but the old one is still asserted beside it (a duplicate instead of an UPDATE),
 //               or the new value is missing (a skipped UPDATE); for each END it wrote: the old
-//               value is still asserted after t (no UPDATE to "no longer", no DELETE)
+//               value is still asserted after t (no UPDATE to "no longer", no DELETE); for
+//               each restatement it wrote (a SET of the value a slot from before t holds): a
+//               new slot asserting it again, written in t (the oracle writes NOOP), which
+//               outranks the older slot under BM25 and goes stale at the next change
 // Only the synthetic world's canonical facts (data/grammar.h) are understood.
 #ifndef MEMR2_MISTAKES_H
 #define MEMR2_MISTAKES_H
@@ -31,6 +34,7 @@ typedef struct MistakeCounts {
     long extracted, wrong_speaker, wrong_other;  // extractor facts; those matching no gold fact
     long changes, dup, stale;                    // CHANGE facts extracted; management errors
     long ends, missing_end;                      // END facts extracted; the old value stays
+    long restates, restate_dup;                  // restatements extracted; written anew
 } MistakeCounts;
 
 // Adds session s of lane `lane` of a recorded rollout: tb holds its extractor outputs (turns with

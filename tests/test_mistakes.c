@@ -6,6 +6,7 @@
 //     flaw on every attribute, every third-party fact is missed, every change leaves a
 //     duplicate, every end leaves the old value; first-person facts are never missed
 //   - the default flaws cost F1 (below the oracle) and still beat insert-only at 32 sessions
+//   - restatements: none written anew by the oracle, every one when each SET is inserted again
 //   - the counter itself: a hand-made extractor output with a person swapped is one
 //     "wrong speaker", a made-up fact is one "other", a gold fact is not a mistake
 //   - `train_cpu --eval POLICY --mistakes` on the teacher, a tiny checkpoint and a baseline it
@@ -188,6 +189,51 @@ static void test_program(const char *dir, const char *data) {
     CHECK(rc != 0, "--mistakes accepted insert-only");
 }
 
+// Restatements: the oracle writes every one as NOOP (none counted as written anew); a copy of
+// each session's bank with every gold SET of the session inserted again as a new slot has
+// every restatement written anew, and nothing else counted as one.
+static void test_restatements(const Env *env, const Dataset *ds) {
+    const Episode *ep = &ds->episodes[0];
+    World w;
+    world_synth_wrap(&w, env);
+    TurnBuffer tb = {0};
+    Lane l;
+    Rng rng;
+    rng_seed(&rng, 1);
+    MemoryBank bank;
+    if (memory_init(&bank, env->cfg.bank_cap, env->cfg.slot_len) != 0 ||
+        lane_init(&l, &w, ep, 1, ep->n_sessions, 1) != 0) {
+        CHECK(0, "restatements: bank and lane");
+        return;
+    }
+    Actor a = {.kind = ACTOR_TEACHER, .max_seq = 256, .max_new_extract = 48,
+               .max_new_manage = 64, .record = &tb};
+    CHECK(rollout_run(&w, &l, 1, &a, &rng, NULL) == 0, "oracle rollout");
+    MistakeCounts plain = {0}, again = {0};
+    for (int s = 1; s <= ep->n_sessions; s++) {
+        MistakeCounts m = {0}, m2 = {0};
+        memory_restore(&bank, lane_snapshot(&l, s));
+        CHECK(mistakes_add_session(env, ep, s, &tb, 0, &bank, &m) == 0, "count");
+        for (int g = 0; g < ep->n_gold[s - 1]; g++) {
+            int ids[64], n = vocab_encode(env->vocab, ep->gold[s - 1][g].text, ids, 64);
+            EnvFact f;
+            if (!env_parse_fact(env->vocab, ids, n, &f) || f.type != GR_SET) continue;
+            MemoryOp op = {.kind = OP_INSERT, .slot = -1, .fact = ids, .fact_len = n};
+            memory_apply(&bank, &op, s, NULL);
+        }
+        CHECK(mistakes_add_session(env, ep, s, &tb, 0, &bank, &m2) == 0, "count again");
+        mistakes_sum(&plain, &m), mistakes_sum(&again, &m2);
+    }
+    CHECK(plain.restates > 5 && plain.restate_dup == 0, "oracle: %ld restatements, %ld written "
+          "anew", plain.restates, plain.restate_dup);
+    CHECK(again.restates == plain.restates && again.restate_dup == again.restates,
+          "every SET inserted again: %ld of %ld restatements written anew (oracle %ld)",
+          again.restate_dup, again.restates, plain.restates);
+    lane_free(&l);
+    memory_free(&bank);
+    turns_free(&tb);
+}
+
 int main(void) {
     const char *gen = getenv("MEMR2_GEN");
     char dir[] = "/tmp/memr2_test_mistakes_XXXXXX", path[256], cmd[1024], err[512];
@@ -208,6 +254,7 @@ int main(void) {
         if (v) {
             test_flaws(&env, &ds);
             test_counter(&env, &ds);
+            test_restatements(&env, &ds);
         }
         test_program(dir, path);
         vocab_free(v);
