@@ -5,8 +5,9 @@
 //   2. group-relative advantages: the z-score of a group of rewards;
 //   3. global rewards of the G rollouts, per session (evidence attribution) or per trajectory,
 //      and their advantages across the G rollouts of each session;
-//      (local rewards are the same z-score over the K rerollouts of one session: the caller
-//       scores each copy on its own bank and calls grpo_zscore on the K numbers);
+//      (local rewards are the same z-score over the K rerollouts of one session, each scored
+//       on its own bank or, with the splice reward, on its source's final bank with the
+//       rerun's session swapped in: section 5);
 //   4. the loss of one turn, a dual-clip PPO term on a turn-level ratio plus k3 KL and an
 //      entropy bonus, and its exact gradient with respect to every token log-prob;
 //   5. the step: G rollouts, their rewards and global advantages, the local groups (K reruns
