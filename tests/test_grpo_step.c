@@ -316,6 +316,22 @@ static void test_splice_advantages(const Env *env, const Episode *ep) {
     lane_free(&src), lane_free(&l[0]), lane_free(&l[1]);
 }
 
+// One grpo_collect over the whole episode with the noisy teacher as the actor (rng seed 5);
+// *chunks: the episode's chunks over all sessions (two role outputs each per lane).
+static int collect_noisy(const Env *env, const Episode *ep, const GrpoConfig *c, TurnBuffer *tb,
+                         GrpoStepStats *st, int *chunks) {
+    int H = ep->n_sessions;
+    *chunks = 0;
+    for (int t = 1; t <= H; t++) *chunks += env_num_chunks(env, ep, t);
+    Actor a = {.kind = ACTOR_TEACHER, .teacher_noise = 0.3f, .max_seq = 256,
+               .max_new_extract = 48, .max_new_manage = 64};
+    Rng rng;
+    rng_seed(&rng, 5);
+    World w;
+    world_synth_wrap(&w, env);
+    return grpo_collect(c, &w, ep, H, &a, &rng, tb, st);
+}
+
 // grpo_collect with the splice reward: the reruns record one session each, and every group's
 // advantages sum to 0.
 static void test_collect_splice(const Env *env, const Episode *ep) {
@@ -323,17 +339,10 @@ static void test_collect_splice(const Env *env, const Episode *ep) {
     grpo_config_default(&c);
     c.G = 6, c.K = 3, c.p_local = 1.0f, c.local_reward = LOCAL_REWARD_SPLICE;
     c.lookahead = 1;  // ignored: a splice rerun plays its own session only
-    int H = ep->n_sessions, chunks = 0;
-    for (int t = 1; t <= H; t++) chunks += env_num_chunks(env, ep, t);
-    Actor a = {.kind = ACTOR_TEACHER, .teacher_noise = 0.3f, .max_seq = 256,
-               .max_new_extract = 48, .max_new_manage = 64};
-    Rng rng;
-    rng_seed(&rng, 5);
+    int H = ep->n_sessions, chunks;
     TurnBuffer tb = {0};
     GrpoStepStats st;
-    World w;
-    world_synth_wrap(&w, env);
-    CHECK(grpo_collect(&c, &w, ep, H, &a, &rng, &tb, &st) == 0, "grpo_collect with splice");
+    CHECK(collect_noisy(env, ep, &c, &tb, &st, &chunks) == 0, "grpo_collect with splice");
     CHECK(st.groups_local == H && st.turns_local == c.K * 2 * chunks,
           "splice: %d local groups, %d local turns (want %d, %d)", st.groups_local,
           st.turns_local, H, c.K * 2 * chunks);
@@ -419,17 +428,10 @@ static void test_collect_lookahead(const Env *env, const Episode *ep) {
     GrpoConfig c;
     grpo_config_default(&c);
     c.G = 6, c.K = 3, c.p_local = 1.0f, c.lookahead = 1;
-    int H = ep->n_sessions, chunks = 0;
-    for (int t = 1; t <= H; t++) chunks += env_num_chunks(env, ep, t);
-    Actor a = {.kind = ACTOR_TEACHER, .teacher_noise = 0.3f, .max_seq = 256,
-               .max_new_extract = 48, .max_new_manage = 64};
-    Rng rng;
-    rng_seed(&rng, 5);
+    int H = ep->n_sessions, chunks;
     TurnBuffer tb = {0};
     GrpoStepStats st;
-    World w;
-    world_synth_wrap(&w, env);
-    CHECK(grpo_collect(&c, &w, ep, H, &a, &rng, &tb, &st) == 0, "grpo_collect with lookahead");
+    CHECK(collect_noisy(env, ep, &c, &tb, &st, &chunks) == 0, "grpo_collect with lookahead");
     CHECK(st.groups_local == H && st.turns_local == c.K * 2 * chunks,
           "lookahead: %d local turns recorded, want %d (the rerun sessions only)", st.turns_local,
           c.K * 2 * chunks);
