@@ -28,9 +28,9 @@
 // polynomial for e^r, 2^n put into the exponent bits. Max relative error ~2 ulp. n is rounded
 // with the 1.5*2^23 trick rather than floorf + int conversion: under the default
 // -ftrapping-math gcc refuses to vectorise those. Inputs are clamped to [-87.3, 88], so exp of
-// -inf is ~1e-38, not 0 (callers that need 0 skip the masked entries). The clamp's compares are
-// if-converted only under -fno-trapping-math (the Makefile's OPT); without it every loop calling
-// this stays scalar ("control flow in loop" in -fopt-info-vec-missed), GELU included.
+// -inf is ~1e-38, not 0 (callers that need 0 skip the masked entries). On AVX2 targets the
+// clamp's compares are if-converted only under -fno-trapping-math (the Makefile's OPT); without
+// it every loop calling this stays scalar ("control flow in loop" in -fopt-info-vec-missed).
 static inline float fast_expf(float x) {
     x = x < -87.3f ? -87.3f : x > 88.0f ? 88.0f : x;
     union {
