@@ -116,6 +116,52 @@ void outfile_abort(OutFile *o) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Directories
+
+// One component: created, or already a directory (whatever mkdir's errno: an existing parent
+// may answer EACCES or EROFS rather than EEXIST).
+static int make_one_dir(const char *path, char *err, size_t errlen) {
+    if (mkdir(path, 0755) == 0) return 0;
+    int e = errno;
+    struct stat st;
+    if (stat(path, &st) == 0) {
+        if (S_ISDIR(st.st_mode)) return 0;
+        snprintf(err, errlen, "%s exists and is not a directory", path);
+        return -1;
+    }
+    snprintf(err, errlen, "cannot create directory %s: %s", path, strerror(e));
+    return -1;
+}
+
+int make_dirs(const char *path, char *err, size_t errlen) {
+    size_t n = strlen(path);
+    if (n == 0) {
+        snprintf(err, errlen, "an empty directory name");
+        return -1;
+    }
+    char *p = malloc(n + 1);
+    if (!p) {
+        snprintf(err, errlen, "out of memory for the path %s", path);
+        return -1;
+    }
+    memcpy(p, path, n + 1);
+    // each '/' after the first character ends a parent: "a/b/c" makes "a", "a/b", then "a/b/c"
+    for (size_t i = 1; i < n; i++) {
+        if (p[i] != '/' || p[i - 1] == '/') continue;
+        p[i] = 0;
+        int rc = make_one_dir(p, err, errlen);
+        p[i] = '/';
+        if (rc != 0) {
+            free(p);
+            return -1;
+        }
+    }
+    int rc = make_one_dir(p, err, errlen);
+    free(p);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Stale temporaries
 
 static int ends_with(const char *s, const char *suffix) {

@@ -4,6 +4,7 @@
 //     fsync'ed, closed (checked) and renamed over <path>. A full disk or a kill leaves either the
 //     old file or the new one, never half of one, and an error names the file (README, "Outputs
 //     and resume").
+//   - make_dirs: an output directory and its missing parents (mkdir -p).
 //   - remove_stale_tmp: deletes the "<name>.tmp" leftovers of a killed run in an output directory.
 //   - spawn_wait: runs a program with an argument vector (posix_spawn, no shell), optionally
 //     feeding its stdin and reading its stdout through pipes.
@@ -36,6 +37,10 @@ void outfile_abort(OutFile *o);
 // prefixes (the trainer's own outputs: a killed run leaves such files behind). Returns how many
 // were removed, or -1 if dir cannot be read (message on stderr).
 int remove_stale_tmp(const char *dir, const char *const *prefixes, int n);
+
+// Creates the directory path and any missing parents (mkdir -p, mode 0755). A component that
+// exists but is not a directory is an error. 0, or -1 with err naming the path and the reason.
+int make_dirs(const char *path, char *err, size_t errlen);
 
 // Writes one output file atomically (outfile_*) from text built in memory; errors name the file
 // (on stderr). Returns 0 or -1.

@@ -153,7 +153,7 @@ static void usage(FILE *f, const char *prog) {
 "data:\n"
 "  --train FILE, --val FILE, --test FILE   (defaults %s %s %s)\n"
 "  --seed S             one seed drives data, initialisation, sampling (default %llu)\n"
-"  -o, --out DIR        output directory (default %s)\n"
+"  -o, --out DIR        output directory, made with its parents (default %s)\n"
 "  --init CKPT          start from this checkpoint (same vocabulary) instead of a warm start\n"
 "  --world W            synth (the synthetic grammar world) | dialogue (real LoCoMo dialogue,\n"
 "                       a pretrained --init; docs/design.md \"Worlds\") (default synth)\n"
@@ -516,9 +516,11 @@ static int file_exists(const char *path) {
     return stat(path, &st) == 0;
 }
 
+// An output or data directory, parents included (`-o runs/today/a` on a fresh clone).
 static int ensure_dir(const char *path) {
-    if (mkdir(path, 0755) == 0 || errno == EEXIST) return 0;
-    fprintf(stderr, "error: cannot create directory %s: %s\n", path, strerror(errno));
+    char err[1024];
+    if (make_dirs(path, err, sizeof err) == 0) return 0;
+    fprintf(stderr, "error: %s\n", err);
     return -1;
 }
 

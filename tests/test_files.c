@@ -2,6 +2,7 @@
 // (runstate.c).
 //
 //   - an OutFile appears only at commit, with exactly what was written; abort leaves nothing
+//   - make_dirs creates missing parents (mkdir -p), accepts what exists, refuses a file in the way
 //   - remove_stale_tmp removes the trainer's "*.tmp" leftovers and nothing else
 //   - spawn_wait passes arguments untouched (no shell: an injection string is just text),
 //     pipes large inputs and outputs both ways without deadlock, reports exit codes, missing
@@ -69,6 +70,32 @@ static void test_outfile(void) {
         CHECK(f.f && outfile_commit(&f, err, sizeof err) != 0 && strstr(err, "/dev/full"),
               "a full device fails at commit naming the file ('%s')", err);
     }
+}
+
+static void test_make_dirs(void) {
+    char path[512], err[512];
+    snprintf(path, sizeof path, "%s/runs//today/a/", dir);  // doubled and trailing slashes
+    CHECK(make_dirs(path, err, sizeof err) == 0, "make_dirs creates three levels: %s", err);
+    CHECK(exists("runs/today/a"), "runs/today/a is there");
+    CHECK(make_dirs(path, err, sizeof err) == 0, "again: what exists is fine (%s)", err);
+    snprintf(path, sizeof path, "%s/runs/today/file", dir);
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL, "a plain file in the way");
+    if (f) fclose(f);
+    snprintf(path, sizeof path, "%s/runs/today/file/b", dir);
+    err[0] = 0;
+    CHECK(make_dirs(path, err, sizeof err) != 0 && strstr(err, "today/file") &&
+              strstr(err, "not a directory"),
+          "a file as a parent is refused, named ('%s')", err);
+    CHECK(make_dirs("", err, sizeof err) != 0, "an empty name is refused ('%s')", err);
+    const char *made[] = {"runs/today/file", "runs/today/a", "runs/today", "runs"};
+    for (int i = 0; i < 4; i++) {
+        char p[512];
+        snprintf(p, sizeof p, "%s/%s", dir, made[i]);
+        if (i == 0) remove(p);
+        else rmdir(p);
+    }
+    CHECK(!exists("runs"), "cleaned up");
 }
 
 static void test_stale_tmp(void) {
@@ -229,6 +256,7 @@ int main(void) {
         return 1;
     }
     test_outfile();
+    test_make_dirs();
     test_stale_tmp();
     test_spawn();
     test_runstate();
