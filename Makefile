@@ -16,7 +16,8 @@ WARN    := -Wall -Wextra -Wno-unused-parameter
 CSTD    := -std=c11 -D_POSIX_C_SOURCE=200809L
 # -fno-trapping-math: no code here reads floating-point exception flags, and without it gcc may
 # not if-convert a float comparison, so every loop calling fast_expf (its clamp) stayed scalar:
-# GELU alone was a quarter of an RL step (cpu_ops.h). Values are unchanged (no reassociation).
+# GELU alone was a quarter of an RL step (cpu_ops.h). Element-wise values are unchanged; sums
+# under `omp simd reduction` now add in vector lanes (docs/bench.md).
 OPT     := -O3 -march=native -fno-trapping-math -fopenmp
 SAN     := -O1 -g -fno-trapping-math -fopenmp -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LIBS    := -lcjson -lopenblas -lm -lpcre2-8 -lunistring
